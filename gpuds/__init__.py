@@ -1,0 +1,34 @@
+"""gpuds: build compressed, GPU-ready datasets.
+
+>>> import gpuds
+>>> gpuds.ingest(["photos/"], "raw.zarr")                      # doctest: +SKIP
+>>> gpuds.inspect("raw.zarr")["num_samples"]                   # doctest: +SKIP
+1000
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from gpuds.api import (  # noqa: E402 - the API needs __version__ defined first
+    FORMATS,
+    ReadOptions,
+    ingest,
+    inspect,
+    open_store,
+    read_info,
+    resolve_device,
+)
+from gpuds.errors import GpudsError  # noqa: E402
+
+__all__ = [
+    "FORMATS",
+    "GpudsError",
+    "ReadOptions",
+    "__version__",
+    "ingest",
+    "inspect",
+    "open_store",
+    "read_info",
+    "resolve_device",
+]

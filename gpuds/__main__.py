@@ -1,0 +1,5 @@
+"""``python -m gpuds`` runs the command line."""
+
+from gpuds.cli import run
+
+run()

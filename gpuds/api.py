@@ -1,0 +1,17 @@
+"""The Python API: what the command line calls and what Python users call.
+
+>>> import gpuds
+>>> gpuds.ingest(["photos/"], "raw.zarr")                      # doctest: +SKIP
+>>> gpuds.inspect("raw.zarr", verify=True)["problems"]         # doctest: +SKIP
+[]
+"""
+
+from __future__ import annotations
+
+from gpuds.backend import resolve as resolve_device
+from gpuds.ingest import ingest
+from gpuds.inspection import inspect_store as inspect
+from gpuds.sources import FORMATS, ReadOptions
+from gpuds.store import open_store, read_info
+
+__all__ = ["FORMATS", "ReadOptions", "ingest", "inspect", "open_store", "read_info", "resolve_device"]

@@ -1,0 +1,476 @@
+"""The ``gpuds`` command line: each command is its options, its help, and one call into the API.
+
+This is the only module that prints, draws progress, or exits. Errors the user can fix
+(:class:`~gpuds.errors.GpudsError`) become one red line on stderr and exit code 1; usage errors
+exit 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import signal
+import sys
+from enum import Enum
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.tree import Tree
+
+import gpuds
+from gpuds import api
+from gpuds.errors import GpudsError
+from gpuds.inspection import PORTABILITY
+from gpuds.sources.base import ReadOptions, parse_size
+from gpuds.store import DEFAULT_CHUNK_MB
+
+app = typer.Typer(
+    name="gpuds",
+    help="Build compressed, GPU-ready datasets: ingest raw data into Zarr v3, inspect it.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+stdout = Console()
+stderr = Console(stderr=True, soft_wrap=True)
+_state: dict[str, bool] = {"debug": False}
+
+
+class Format(str, Enum):
+    npy = "npy"
+    npz = "npz"
+    images = "images"
+    csv = "csv"
+    parquet = "parquet"
+    hdf5 = "hdf5"
+    zarr = "zarr"
+
+
+class Mode(str, Enum):
+    RGB = "RGB"
+    RGBA = "RGBA"
+    L = "L"
+
+
+class Fit(str, Enum):
+    stretch = "stretch"
+    crop = "crop"
+    pad = "pad"
+
+
+class Resample(str, Enum):
+    nearest = "nearest"
+    bilinear = "bilinear"
+    bicubic = "bicubic"
+    lanczos = "lanczos"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+class RichProgress:
+    """Progress events drawn as a Rich bar on stderr (nothing when quiet or not a terminal)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and stderr.is_terminal
+        self.quiet = quiet
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> RichProgress:
+        if self.enabled:
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=stderr,
+                transient=False,
+            )
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def start(self, description: str, total: int | None) -> None:
+        if self._bar is not None:
+            if self._task is not None:
+                self._bar.update(self._task, visible=True)
+            self._task = self._bar.add_task(description, total=total)
+
+    def advance(self, amount: int) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.advance(self._task, amount)
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            stderr.print(f"[yellow]{escape(message)}[/yellow]")
+
+
+def _version(value: bool) -> None:
+    if value:
+        stdout.print(f"gpuds {gpuds.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks instead of one-line errors.")
+    ] = False,
+) -> None:
+    """Build compressed, GPU-ready datasets.
+
+    Stages read a source and write a new store; nothing ever modifies its input.
+    """
+    _state["debug"] = debug
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+@app.command()
+def ingest(
+    sources: Annotated[
+        list[Path],
+        typer.Argument(help="Files or folders to read; their fields are combined sample by sample."),
+    ],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The store to create (a .zarr folder).")],
+    fmt: Annotated[
+        Format | None,
+        typer.Option("--format", help="Reader for every source; detected per source by default."),
+    ] = None,
+    fields: Annotated[
+        str | None,
+        typer.Option(
+            "--fields",
+            "--columns",
+            help="Comma-separated fields to keep (columns, datasets, npz members, arrays).",
+        ),
+    ] = None,
+    label: Annotated[
+        str | None,
+        typer.Option("--label", help="Table column to store as the 'labels' field."),
+    ] = None,
+    header: Annotated[
+        bool | None,
+        typer.Option(
+            "--header/--no-header", help="Whether the CSV's first row is a header (default: guess)."
+        ),
+    ] = None,
+    mode: Annotated[
+        Mode, typer.Option("--mode", help="Pixel mode every image is converted to.")
+    ] = Mode.RGB,
+    resize: Annotated[
+        str | None,
+        typer.Option("--resize", help="Resize every image to HxW (e.g. 224x224), see --fit."),
+    ] = None,
+    fit: Annotated[
+        Fit,
+        typer.Option(
+            "--fit",
+            help="With --resize: stretch (ignore aspect), crop (cover, then centre-crop) or "
+            "pad (fit inside, centre on black).",
+        ),
+    ] = Fit.stretch,
+    resample: Annotated[
+        Resample, typer.Option("--filter", help="Resampling filter used by --resize.")
+    ] = Resample.bilinear,
+    skip_bad: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad",
+            help="Skip unreadable images, listing them in the store's attributes (one folder only).",
+        ),
+    ] = False,
+    chunk_mb: Annotated[
+        float,
+        typer.Option("--chunk-mb", help="Target chunk size in MiB (chunks hold whole samples)."),
+    ] = DEFAULT_CHUNK_MB,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT if it is an existing Zarr store.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+    ] = False,
+) -> None:
+    """Read raw data into a chunked Zarr v3 store.
+
+    Formats: .npy/.npz arrays, image folders (one subfolder per class, or flat), CSV/Parquet
+    tables, HDF5 files and existing Zarr v2/v3 stores. The store is built under a temporary name
+    and appears at OUT only when complete.
+
+    **Examples**
+
+        gpuds ingest photos/ -o raw.zarr --resize 224x224 --fit crop
+
+        gpuds ingest features.npy meta.csv -o raw.zarr --label species
+
+        gpuds ingest run.h5 -o raw.zarr --fields data.x,data.y --json
+    """
+    options = ReadOptions(
+        fields=tuple(f.strip() for f in fields.split(",") if f.strip()) if fields else None,
+        header=header,
+        label=label,
+        mode=mode.value,
+        resize=parse_size(resize) if resize else None,
+        fit=fit.value,
+        resample=resample.value,
+        skip_bad=skip_bad,
+    )
+    with RichProgress(quiet or as_json) as progress:
+        summary = api.ingest(
+            sources,
+            out,
+            fmt=fmt.value if fmt else None,
+            options=options,
+            chunk_mb=chunk_mb,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    if as_json:
+        _print_json(summary)
+        return
+    for item in summary["skipped"]:
+        stderr.print(f"[yellow]skipped {escape(item['path'])}: {escape(item['error'])}[/yellow]")
+    if summary["ignored_files"]:
+        stderr.print(
+            f"[yellow]ignored {len(summary['ignored_files'])} non-image file(s), listed in the "
+            "store's attributes[/yellow]"
+        )
+    names = ", ".join(f"{n} {tuple(f['shape'])} {f['dtype']}" for n, f in summary["fields"].items())
+    stdout.print(
+        f"[green]wrote[/green] {escape(summary['output'])}: {summary['samples']} samples "
+        f"({escape(names)}) in {summary['seconds']:.1f} s"
+    )
+    if summary["skipped"]:
+        stdout.print(f"[yellow]{len(summary['skipped'])} bad file(s) skipped[/yellow]")
+
+
+def _human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
+def _render_inspect(report: dict[str, Any]) -> None:
+    title = f"[bold]{escape(report['path'])}[/bold]"
+    tree = Tree(title)
+    status = "[green]complete[/green]" if report["complete"] else "[red]INCOMPLETE[/red]"
+    if not report["gpuds_store"]:
+        status = "[red]not a gpuds store[/red]"
+    tree.add(
+        f"{status} · format {report['format_version']} · gpuds {report['tool_version']} · "
+        f"created {report['created']} · {report['num_samples']} samples"
+    )
+    table = Table(show_edge=False, pad_edge=False)
+    for col in ("field", "shape", "dtype", "chunks", "shards", "codecs", "stored", "ratio"):
+        table.add_column(col, justify="right" if col in ("stored", "ratio") else "left")
+    table.add_column("portable")
+    for f in report["fields"]:
+        name = f"{f['split']}/{f['name']}" if f["split"] else f["name"]
+        table.add_row(
+            escape(name),
+            "×".join(map(str, f["shape"])),
+            f["dtype"],
+            "×".join(map(str, f["chunks"])),
+            "×".join(map(str, f["shards"])) if f["shards"] else "-",
+            escape("+".join(c for c in f["codecs"] if c != "bytes") or "none"),
+            _human(f["stored_bytes"]),
+            f"{f['ratio']:.2f}x" if f["ratio"] else "-",
+            f["portability"],
+        )
+    tree.add(table)
+    total = report["ratio"]
+    tree.add(
+        f"total: {_human(report['stored_bytes'])} stored for {_human(report['logical_bytes'])} "
+        f"({total:.2f}x)" if total else "total: empty"
+    )
+    if report["classes"]:
+        node = tree.add("classes")
+        for field, names in report["classes"].items():
+            shown = ", ".join(names[:20]) + (f", … ({len(names)})" if len(names) > 20 else "")
+            node.add(f"{escape(field)}: {escape(shown)}")
+    if report["stats"]:
+        node = tree.add("statistics")
+        node.add(escape(json.dumps(report["stats"])[:2000]))
+    if report["sources"]:
+        node = tree.add("sources")
+        for src in report["sources"]:
+            node.add(escape(f"{src.get('format')}: {src.get('path')}"))
+    if report["skipped"]:
+        tree.add(f"[yellow]{len(report['skipped'])} bad input file(s) skipped at ingest[/yellow]")
+    if report["history"]:
+        node = tree.add("history")
+        for step in report["history"]:
+            settings = json.dumps(step.get("settings", {}), separators=(",", ":"))
+            node.add(escape(f"{step.get('time')} {step.get('stage')}: {settings}"))
+    if report["fingerprint"]:
+        tree.add(f"fingerprint {report['fingerprint']}")
+    levels = sorted({f["portability"] for f in report["fields"]})
+    tree.add("portable: " + "; ".join(f"{lv} = {PORTABILITY.get(lv, lv)}" for lv in levels))
+    if "verify" in report:
+        v = report["verify"]
+        ok = "[green]ok[/green]" if v["ok"] else "[red]FAILED[/red]"
+        tree.add(f"verify: {v['chunks_decoded']} of {v['chunks']} chunks decoded, {ok}")
+    stdout.print(tree)
+
+
+@app.command()
+def inspect(
+    store: Annotated[str, typer.Argument(help="Path of the store to describe.")],
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify", help="Read and decode every chunk; check presence, integrity, fingerprint."
+        ),
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report as JSON (schema in docs/inspect.md).")
+    ] = False,
+) -> None:
+    """Show what a store holds, how well it compressed, and where it came from.
+
+    Exits 1 when the store is incomplete, not a gpuds store, or (with --verify) damaged, naming
+    the field and chunk.
+
+    **Examples**
+
+        gpuds inspect raw.zarr
+
+        gpuds inspect raw.zarr --verify --json > report.json
+    """
+    with RichProgress(quiet or as_json) as progress:
+        report = api.inspect(store, verify=verify, progress=progress)
+    if as_json:
+        _print_json(report)
+    else:
+        _render_inspect(report)
+    if report["problems"]:
+        for problem in report["problems"]:
+            stderr.print(f"[red]error:[/red] {escape(report['path'])}: {escape(problem)}")
+        raise typer.Exit(1)
+
+
+@app.command()
+def env(
+    device: Annotated[
+        Device,
+        typer.Option("--device", help="Device to resolve: cuda fails unless a GPU is usable."),
+    ] = Device.auto,
+    as_json: Annotated[bool, typer.Option("--json", help="Print as JSON.")] = False,
+) -> None:
+    """Show the versions gpuds runs with and the device it would use.
+
+    Run it on a cluster node to check that the GPU, driver, CuPy and nvCOMP are visible.
+
+    **Examples**
+
+        gpuds env
+
+        gpuds env --device cuda     # exit 1 with the reason when no GPU is usable
+    """
+    backend = api.resolve_device(device.value)
+    info = _environment()
+    info.update({"device": backend.name, "requested": backend.requested, **backend.info})
+    if backend.reason and backend.requested == "auto":
+        stderr.print(f"[yellow]{escape(backend.reason)}[/yellow]")
+    if as_json:
+        _print_json(info)
+        return
+    table = Table(show_header=False, show_edge=False)
+    for key, value in info.items():
+        table.add_row(key, escape(str(value)))
+    stdout.print(table)
+
+
+def _environment() -> dict[str, Any]:
+    from importlib import metadata
+
+    versions: dict[str, Any] = {
+        "gpuds": gpuds.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    for dist in ("numpy", "zarr", "numcodecs", "cupy-cuda12x", "cupy-cuda13x",
+                 "nvidia-nvcomp-cu12", "nvidia-nvcomp-cu13"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Turn a polite kill into KeyboardInterrupt so context managers remove partial output.
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``gpuds`` console script; returns the exit code."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        app(args=argv, prog_name="gpuds")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except GpudsError as e:
+        if _state["debug"]:
+            raise
+        stderr.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
+        return 1
+    except OSError as e:
+        if _state["debug"]:
+            raise
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        message = e.strerror or str(e)
+        stderr.print(f"[red]error:[/red] {escape(where)}{escape(message)}", soft_wrap=True)
+        return 1
+    except Exception as e:
+        if _state["debug"]:
+            raise
+        stderr.print(
+            f"[red]internal error:[/red] {type(e).__name__}: {escape(str(e))} "
+            "(rerun with --debug for the traceback and please report it)",
+            soft_wrap=True,
+        )
+        return 1
+    return 0
+
+
+def run() -> None:
+    """Console-script wrapper."""
+    sys.exit(main())

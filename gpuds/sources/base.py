@@ -1,0 +1,185 @@
+"""The reader contract.
+
+A :class:`Source` is one raw input (a file or a folder) that yields samples along axis 0 for one or
+more *fields*. Readers stream: :meth:`Source.blocks` yields consecutive blocks of at most
+``max_samples`` samples as ``{field: ndarray}``, so memory stays bounded by one block whatever the
+input size. Everything a reader learns that belongs in the store's attributes (class names,
+vocabularies, skipped files) goes in :meth:`Source.metadata`, which is JSON-safe and complete once
+the blocks are exhausted.
+
+A new reader is one module in ``gpuds/sources/`` plus one line in ``gpuds/sources/__init__.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+from gpuds.errors import ConfigError, SourceError
+
+__all__ = [
+    "FieldSpec",
+    "ReadOptions",
+    "Source",
+    "check_field_name",
+    "parse_size",
+    "select_fields",
+]
+
+FieldKind = Literal["array", "image", "label", "numeric", "category", "mask"]
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """What a field will hold, known before any data is read.
+
+    ``attrs`` carries JSON-safe facts stored with the field (``classes`` for labels,
+    ``vocabulary`` and ``missing_code`` for categories, ``mask_of`` for missing-value masks, ...).
+    """
+
+    name: str
+    dtype: np.dtype[Any]
+    sample_shape: tuple[int, ...]
+    kind: FieldKind = "array"
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def sample_nbytes(self) -> int:
+        return int(np.prod(self.sample_shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """Settings shared by the readers; each reader uses the ones that apply to it.
+
+    Everything here is recorded in the store's history, so it must stay JSON-safe via
+    :meth:`to_dict`.
+    """
+
+    fields: tuple[str, ...] | None = None
+    header: bool | None = None
+    label: str | None = None
+    mode: str = "RGB"
+    resize: tuple[int, int] | None = None
+    fit: Literal["stretch", "crop", "pad"] = "stretch"
+    resample: Literal["nearest", "bilinear", "bicubic", "lanczos"] = "bilinear"
+    skip_bad: bool = False
+    strict_fields: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "fields": list(self.fields) if self.fields is not None else None,
+            "header": self.header,
+            "label": self.label,
+            "mode": self.mode,
+            "resize": list(self.resize) if self.resize is not None else None,
+            "fit": self.fit,
+            "resample": self.resample,
+            "skip_bad": self.skip_bad,
+            "strict_fields": self.strict_fields,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ReadOptions:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"Unknown read option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+            )
+        values = dict(data)
+        if values.get("fields") is not None:
+            values["fields"] = tuple(values["fields"])
+        if values.get("resize") is not None:
+            height, width = values["resize"]
+            values["resize"] = (int(height), int(width))
+        return cls(**values)
+
+
+class Source(ABC):
+    """One raw input, read as aligned fields of equal length along axis 0."""
+
+    format: ClassVar[str]
+
+    def __init__(self, path: Path, options: ReadOptions) -> None:
+        self.path = path
+        self.options = options
+
+    @property
+    @abstractmethod
+    def fields(self) -> list[FieldSpec]:
+        """The fields this source will yield, in order."""
+
+    @property
+    @abstractmethod
+    def length(self) -> int:
+        """Number of samples; an upper bound when ``skip_bad`` may drop some."""
+
+    @abstractmethod
+    def blocks(self, max_samples: int) -> Iterator[dict[str, np.ndarray]]:
+        """Yield consecutive blocks of at most ``max_samples`` samples, one array per field."""
+
+    def metadata(self) -> dict[str, Any]:
+        """JSON-safe facts for the store's attributes; complete after :meth:`blocks` ends."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """Where this source came from, for provenance."""
+        return {"format": self.format, "path": str(self.path)}
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most readers hold nothing open
+        """Release open files."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_FORBIDDEN_NAME = re.compile(r"[/\\\x00]")
+
+
+def check_field_name(name: str, where: str) -> str:
+    """Return ``name`` if it is a valid field (Zarr node) name, else raise naming ``where``."""
+    if not name or name in {".", ".."} or name.startswith("__") or _FORBIDDEN_NAME.search(name):
+        raise SourceError(
+            f"{where}: {name!r} cannot be a field name (empty, '.', '..', leading '__', or "
+            "containing '/'); rename it in the source or select other fields with --fields"
+        )
+    return name
+
+
+def select_fields(
+    available: Sequence[str], wanted: Sequence[str] | None, where: str, *, strict: bool = True
+) -> list[str]:
+    """Keep the ``wanted`` names (in the order asked), or all when ``wanted`` is None.
+
+    With ``strict=False`` (several sources share one ``--fields`` list) names this source lacks
+    are ignored; the caller checks that each name was found somewhere.
+    """
+    if wanted is None:
+        return list(available)
+    missing = [w for w in wanted if w not in available]
+    if missing and not strict:
+        return [w for w in wanted if w in available]
+    if missing:
+        raise SourceError(
+            f"{where}: no field(s) {', '.join(map(repr, missing))}; "
+            f"available: {', '.join(available) or '(none)'}"
+        )
+    return list(wanted)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """Parse ``"HxW"`` (e.g. ``"224x224"``) into ``(height, width)``."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
+        raise ConfigError(f"Expected a size as HxW with positive integers (e.g. 224x224), got {text!r}")
+    return int(match.group(1)), int(match.group(2))
