@@ -47,7 +47,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-stdout = Console()
+# Piped output (not a terminal) gets room for the inspect table instead of Rich's 80 columns.
+stdout = Console(width=None if Console().is_terminal else 140)
 stderr = Console(stderr=True, soft_wrap=True)
 _state: dict[str, bool] = {"debug": False}
 
@@ -313,7 +314,9 @@ def _render_inspect(report: dict[str, Any]) -> None:
             f"{f['ratio']:.2f}x" if f["ratio"] else "-",
             f["portability"],
         )
-    tree.add(table)
+    stdout.print(tree)
+    stdout.print(table)
+    tree = Tree("[bold]details[/bold]")
     total = report["ratio"]
     tree.add(
         f"total: {_human(report['stored_bytes'])} stored for {_human(report['logical_bytes'])} "

@@ -1,0 +1,86 @@
+"""Shared helpers: run the CLI, hash inputs, read a store with plain zarr-python."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from gpuds.cli import main
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.code = code
+        self.out = out
+        self.err = err
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    """Run ``gpuds ARGS...`` in-process; returns exit code, stdout and stderr."""
+
+    def run(*args: str | Path) -> CliResult:
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def tree_hash(path: Path) -> str:
+    """Hash of every file's relative path and bytes under ``path`` (or of the file itself)."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        digest.update(str(f.relative_to(path.parent)).encode())
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+_PLAIN_READER = textwrap.dedent(
+    """
+    import sys, numpy as np, zarr
+    group = zarr.open_group(sys.argv[1], mode="r")
+    arrays = {}
+    def walk(g, prefix):
+        for name, arr in g.arrays():
+            arrays[prefix + name] = arr[...]
+        for name, sub in g.groups():
+            walk(sub, prefix + name + "/")
+    walk(group, "")
+    assert not any(m == "gpuds" or m.startswith("gpuds.") for m in sys.modules), "gpuds imported"
+    np.savez(sys.argv[2], **{k.replace("/", "__"): v for k, v in arrays.items()})
+    """
+)
+
+
+def plain_zarr_read(store: Path, tmp_path: Path) -> dict[str, np.ndarray]:
+    """Read every array of ``store`` with plain zarr-python in a subprocess without gpuds."""
+    out = tmp_path / "plain-read.npz"
+    subprocess.run(
+        [sys.executable, "-c", _PLAIN_READER, str(store), str(out)],
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
+    )
+    with np.load(out) as data:
+        return {k.replace("__", "/"): data[k] for k in data.files}
+
+
+def only_line(text: str) -> str:
+    """The single non-empty line of ``text`` (fails if there are more)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got {lines!r}"
+    return lines[0]
