@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from gpuds.api import (  # noqa: E402 - the API needs __version__ defined first
+from gpuds.api import (
     FORMATS,
     ReadOptions,
     ingest,
@@ -19,7 +19,7 @@ from gpuds.api import (  # noqa: E402 - the API needs __version__ defined first
     read_info,
     resolve_device,
 )
-from gpuds.errors import GpudsError  # noqa: E402
+from gpuds.errors import GpudsError
 
 __all__ = [
     "FORMATS",

@@ -14,4 +14,12 @@ from gpuds.inspection import inspect_store as inspect
 from gpuds.sources import FORMATS, ReadOptions
 from gpuds.store import open_store, read_info
 
-__all__ = ["FORMATS", "ReadOptions", "ingest", "inspect", "open_store", "read_info", "resolve_device"]
+__all__ = [
+    "FORMATS",
+    "ReadOptions",
+    "ingest",
+    "inspect",
+    "open_store",
+    "read_info",
+    "resolve_device",
+]

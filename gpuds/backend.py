@@ -34,7 +34,9 @@ __all__ = [
 
 DeviceName = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-GPU_EXTRA_HINT = "install the GPU extra matching your CUDA: pip install 'gpuds[gpu-cu12]' or '[gpu-cu13]'"
+GPU_EXTRA_HINT = (
+    "install the GPU extra matching your CUDA: pip install 'gpuds[gpu-cu12]' or '[gpu-cu13]'"
+)
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,6 @@ def to_host(x: Any) -> np.ndarray:
 
 
 def synchronize(backend: Backend) -> None:
-    """Wait for queued device work (no-op on the CPU); timings must call this before reading a clock."""
+    """Wait for queued device work (no-op on the CPU); call it before reading a clock."""
     if backend.is_gpu:
         backend.xp.cuda.get_current_stream().synchronize()

@@ -11,7 +11,7 @@ import json
 import platform
 import signal
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from types import FrameType
 from typing import Annotated, Any
@@ -33,8 +33,9 @@ from rich.tree import Tree
 
 import gpuds
 from gpuds import api
-from gpuds.errors import GpudsError
+from gpuds.errors import Cancelled, GpudsError
 from gpuds.inspection import PORTABILITY
+from gpuds.progress import request_cancel
 from gpuds.sources.base import ReadOptions, parse_size
 from gpuds.store import DEFAULT_CHUNK_MB
 
@@ -53,7 +54,7 @@ stderr = Console(stderr=True, soft_wrap=True)
 _state: dict[str, bool] = {"debug": False}
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     npy = "npy"
     npz = "npz"
     images = "images"
@@ -63,26 +64,26 @@ class Format(str, Enum):
     zarr = "zarr"
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     RGB = "RGB"
     RGBA = "RGBA"
     L = "L"
 
 
-class Fit(str, Enum):
+class Fit(StrEnum):
     stretch = "stretch"
     crop = "crop"
     pad = "pad"
 
 
-class Resample(str, Enum):
+class Resample(StrEnum):
     nearest = "nearest"
     bilinear = "bilinear"
     bicubic = "bicubic"
     lanczos = "lanczos"
 
 
-class Device(str, Enum):
+class Device(StrEnum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
@@ -161,7 +162,9 @@ def _print_json(data: Any) -> None:
 def ingest(
     sources: Annotated[
         list[Path],
-        typer.Argument(help="Files or folders to read; their fields are combined sample by sample."),
+        typer.Argument(
+            help="Files or folders to read; their fields are combined sample by sample."
+        ),
     ],
     out: Annotated[Path, typer.Option("-o", "--out", help="The store to create (a .zarr folder).")],
     fmt: Annotated[
@@ -208,7 +211,7 @@ def ingest(
         bool,
         typer.Option(
             "--skip-bad",
-            help="Skip unreadable images, listing them in the store's attributes (one folder only).",
+            help="Skip unreadable images, listed in the store's attributes (one folder only).",
         ),
     ] = False,
     chunk_mb: Annotated[
@@ -320,7 +323,9 @@ def _render_inspect(report: dict[str, Any]) -> None:
     total = report["ratio"]
     tree.add(
         f"total: {_human(report['stored_bytes'])} stored for {_human(report['logical_bytes'])} "
-        f"({total:.2f}x)" if total else "total: empty"
+        f"({total:.2f}x)"
+        if total
+        else "total: empty"
     )
     if report["classes"]:
         node = tree.add("classes")
@@ -429,8 +434,15 @@ def _environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    for dist in ("numpy", "zarr", "numcodecs", "cupy-cuda12x", "cupy-cuda13x",
-                 "nvidia-nvcomp-cu12", "nvidia-nvcomp-cu13"):
+    for dist in (
+        "numpy",
+        "zarr",
+        "numcodecs",
+        "cupy-cuda12x",
+        "cupy-cuda13x",
+        "nvidia-nvcomp-cu12",
+        "nvidia-nvcomp-cu13",
+    ):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -438,16 +450,25 @@ def _environment() -> dict[str, Any]:
     return versions
 
 
-def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    # Turn a polite kill into KeyboardInterrupt so context managers remove partial output.
-    raise KeyboardInterrupt
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    # Stop at the next safe point so the partial output is removed cleanly; a second Ctrl-C
+    # (or SIGTERM) while waiting stops at once.
+    if _state.get("cancelling"):
+        raise KeyboardInterrupt
+    _state["cancelling"] = True
+    request_cancel()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gpuds`` console script; returns the exit code."""
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    _state["cancelling"] = False
     try:
         app(args=argv, prog_name="gpuds")
+    except (Cancelled, KeyboardInterrupt):
+        stderr.print("[red]interrupted[/red]: the partial output was removed")
+        return 130
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except GpudsError as e:

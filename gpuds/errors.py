@@ -8,6 +8,7 @@ so ``except ValueError`` keeps working for callers that do not know gpuds. The c
 from __future__ import annotations
 
 __all__ = [
+    "Cancelled",
     "ConfigError",
     "CorruptChunkError",
     "DeviceError",
@@ -49,3 +50,7 @@ class IncompleteStoreError(StoreError):
 
 class CorruptChunkError(StoreError):
     """A chunk is missing, does not decode, or decodes to the wrong size."""
+
+
+class Cancelled(GpudsError):
+    """The run was asked to stop (SIGTERM, Ctrl-C) and stopped at a safe point."""

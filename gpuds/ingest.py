@@ -19,9 +19,16 @@ from typing import Any
 import numpy as np
 
 from gpuds.errors import SourceError
-from gpuds.progress import NullProgress, Progress
+from gpuds.progress import NullProgress, Progress, check_cancelled
 from gpuds.sources import ReadOptions, Source, open_source
-from gpuds.store import DEFAULT_CHUNK_MB, FieldWriter, StoreWriter, chunk_samples, utc_now
+from gpuds.store import (
+    DEFAULT_CHUNK_MB,
+    FIELD_ATTR,
+    FieldWriter,
+    StoreWriter,
+    chunk_samples,
+    utc_now,
+)
 
 __all__ = ["BLOCK_MB", "ingest"]
 
@@ -102,8 +109,10 @@ def ingest(
             StoreWriter(out, overwrite=overwrite, inputs=[p.absolute() for p in paths])
         )
         fields: dict[str, FieldWriter] = {}
+        kinds: dict[str, str] = {}
         for src in opened:
             for spec in src.fields:
+                kinds[spec.name] = spec.kind
                 fields[spec.name] = writer.create_field(
                     spec.name,
                     spec.dtype,
@@ -118,9 +127,11 @@ def ingest(
         if count == 0:
             raise SourceError(f"{paths[0]}: no samples to ingest")
         fingerprints = {name: f.finish() for name, f in fields.items()}
-        for name, f in fields.items():
-            f.array.attrs.update({"gpuds": {**f.array.attrs["gpuds"], "fingerprint": fingerprints[name]}})
-        info = _store_info(opened, fields, fingerprints, count, fmt, options, chunk_mb, started)
+        for src in opened:
+            for spec in src.fields:
+                attrs = {"kind": spec.kind, **spec.attrs, "fingerprint": fingerprints[spec.name]}
+                fields[spec.name].array.attrs.put({FIELD_ATTR: attrs})
+        info = _store_info(opened, kinds, fingerprints, count, fmt, options, chunk_mb, started)
         path = writer.commit(info)
     return {
         "output": str(path),
@@ -130,7 +141,7 @@ def ingest(
                 "dtype": str(f.array.dtype),
                 "shape": list(f.array.shape),
                 "chunks": list(f.array.chunks),
-                "kind": f.array.attrs["gpuds"]["kind"],
+                "kind": kinds[name],
             }
             for name, f in fields.items()
         },
@@ -184,6 +195,7 @@ def _copy(
     iterators = [src.blocks(block) for src in opened]
     count = 0
     while True:
+        check_cancelled()
         parts = [next(it, None) for it in iterators]
         if all(p is None for p in parts):
             return count
@@ -203,7 +215,7 @@ def _copy(
 
 def _store_info(
     opened: Sequence[Source],
-    fields: dict[str, FieldWriter],
+    kinds: dict[str, str],
     fingerprints: dict[str, str],
     count: int,
     fmt: str | None,
@@ -223,14 +235,16 @@ def _store_info(
         skipped += [{"source": str(src.path), **s} for s in meta.get("skipped", [])]
         ignored += [os.path.join(str(src.path), f) for f in meta.get("ignored_files", [])]
         for spec in src.fields:
-            names = spec.attrs.get("classes") or (meta.get("classes") if spec.kind == "label" else None)
+            names = spec.attrs.get("classes") or (
+                meta.get("classes") if spec.kind == "label" else None
+            )
             if names is not None:
                 classes[spec.name] = list(names)
         sources.append({**src.describe(), **_file_facts(src.path)})
     info: dict[str, Any] = {
         "num_samples": count,
         "splits": [],
-        "fields": {name: f.array.attrs["gpuds"]["kind"] for name, f in fields.items()},
+        "fields": kinds,
         "classes": classes,
         "sources": sources,
         "fingerprint": "blake2b:" + combined.hexdigest(),
@@ -252,4 +266,3 @@ def _store_info(
         ],
     }
     return info
-

@@ -6,9 +6,12 @@ a Rich bar on stderr. Python callers get :class:`NullProgress` unless they pass 
 
 from __future__ import annotations
 
+import threading
 from typing import Protocol
 
-__all__ = ["NullProgress", "Progress"]
+from gpuds.errors import Cancelled
+
+__all__ = ["Cancelled", "NullProgress", "Progress", "check_cancelled", "request_cancel"]
 
 
 class Progress(Protocol):
@@ -35,3 +38,22 @@ class NullProgress:
 
     def note(self, message: str) -> None:
         pass
+
+
+_cancel = threading.Event()
+
+
+def request_cancel() -> None:
+    """Ask running stages to stop at their next safe point (between writes, before commit)."""
+    _cancel.set()
+
+
+def check_cancelled() -> None:
+    """Raise :class:`Cancelled` if a cancel was requested; stages call this between writes.
+
+    Stopping here rather than wherever a signal lands means no library call (zarr's writer
+    threads included) is torn mid-way, so the partial output can be removed cleanly.
+    """
+    if _cancel.is_set():
+        _cancel.clear()
+        raise Cancelled("interrupted; the partial output was removed")

@@ -30,6 +30,7 @@ from zarr.codecs import BytesCodec, ZstdCodec
 
 from gpuds import __version__
 from gpuds.errors import IncompleteStoreError, StoreError, StoreExistsError
+from gpuds.progress import check_cancelled
 
 __all__ = [
     "ATTR",
@@ -50,6 +51,7 @@ FORMAT_VERSION = 1
 ATTR = "gpuds"
 FIELD_ATTR = "gpuds"
 DEFAULT_CHUNK_MB = 1.0
+_WRITE_BYTES = 16 * 2**20  # largest single write: bounds how long a cancel request waits
 SPLITS = ("train", "val", "test")
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)-[0-9a-f]+$")
@@ -126,7 +128,7 @@ class FieldWriter:
                 f"field {self.array.path!r}: expected samples of shape {self.array.shape[1:]}, "
                 f"got {block.shape[1:]}"
             )
-        self._hash.update(memoryview(block).cast("B"))
+        self._hash.update(block.data.cast("B"))
         self._pending.append(block)
         self._pending_len += len(block)
         if self._pending_len >= self.chunk:
@@ -140,7 +142,12 @@ class FieldWriter:
         end = self.count + n
         if end > self.array.shape[0]:
             self.array.resize((max(end, 2 * self.array.shape[0]), *self.array.shape[1:]))
-        self.array[self.count : end] = data[:n]
+        sample_bytes = max(1, data[:1].nbytes)
+        step = max(self.chunk, (_WRITE_BYTES // sample_bytes) // self.chunk * self.chunk)
+        for start in range(0, n, step):
+            check_cancelled()
+            stop = min(start + step, n)
+            self.array[self.count + start : self.count + stop] = data[start:stop]
         self.count = end
         rest = data[n:]
         self._pending = [rest] if len(rest) else []
@@ -224,10 +231,14 @@ class StoreWriter:
             shutil.rmtree(self._target.tmp, ignore_errors=True)
 
     def _remove_stale_partials(self) -> None:
-        """Delete partial stores of this output left by runs that were killed (their PID is gone)."""
+        """Delete this output's partial stores left by killed runs (whose PID is gone)."""
         for entry in self._target.path.parent.iterdir():
             match = _PARTIAL.match(entry.name)
-            if match and match["name"] == self._target.path.name and not _pid_alive(int(match["pid"])):
+            if (
+                match
+                and match["name"] == self._target.path.name
+                and not _pid_alive(int(match["pid"]))
+            ):
                 shutil.rmtree(entry, ignore_errors=True)
 
     def create_field(
@@ -261,6 +272,7 @@ class StoreWriter:
     def commit(self, info: dict[str, Any]) -> Path:
         """Write the ``gpuds`` attribute with ``complete: true`` last, then move into place."""
         assert self.group is not None, "use StoreWriter as a context manager"
+        check_cancelled()
         meta = {
             "format_version": FORMAT_VERSION,
             "tool_version": __version__,

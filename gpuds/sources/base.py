@@ -181,5 +181,7 @@ def parse_size(text: str) -> tuple[int, int]:
     """Parse ``"HxW"`` (e.g. ``"224x224"``) into ``(height, width)``."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
     if not match or int(match.group(1)) < 1 or int(match.group(2)) < 1:
-        raise ConfigError(f"Expected a size as HxW with positive integers (e.g. 224x224), got {text!r}")
+        raise ConfigError(
+            f"Expected a size as HxW with positive integers (e.g. 224x224), got {text!r}"
+        )
     return int(match.group(1)), int(match.group(2))

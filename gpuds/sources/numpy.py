@@ -127,7 +127,9 @@ class NpzSource(Source):
                 members[info.filename[: -len(".npy")]] = info
         if not members:
             raise SourceError(f"{path}: the archive holds no arrays")
-        names = select_fields(list(members), options.fields, str(path), strict=options.strict_fields)
+        names = select_fields(
+            list(members), options.fields, str(path), strict=options.strict_fields
+        )
         self._members: dict[str, _Member] = {}
         for name in names:
             check_field_name(name, f"{path}")
