@@ -141,3 +141,17 @@ def test_not_a_store_at_all(cli, tmp_path: Path):
 )
 def test_portability_levels(chain: list[dict[str, object]], level: str):
     assert portability(chain) == level
+
+
+def _documented_keys(section: str) -> set[str]:
+    doc = (Path(__file__).parent.parent / "docs" / "inspect.md").read_text()
+    table = doc.split(section, 1)[1].split("\n\n", 2)[1]
+    return {line.split("`")[1] for line in table.splitlines() if line.startswith("| `")}
+
+
+def test_json_schema_matches_docs(store: Path):
+    report = gpuds.inspect(str(store), verify=True)
+    assert set(report) == _documented_keys("Top-level keys:")
+    optional = {"classes", "unit", "mask_of", "missing_code", "fingerprint", "vocabulary_size"}
+    for field in report["fields"]:
+        assert set(field) - optional == _documented_keys("Each entry of `fields`:")
