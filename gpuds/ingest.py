@@ -155,7 +155,8 @@ def _check_selection(opened: list[Source], options: ReadOptions) -> None:
     if options.fields is None:
         return
     found = {spec.name for src in opened for spec in src.fields}
-    unknown = [name for name in options.fields if name not in found]
+    # A --label column is selected by name but stored as the field "labels".
+    unknown = [name for name in options.fields if name not in found and name != options.label]
     if unknown:
         available = ", ".join(spec.name for src in opened for spec in src.fields)
         raise SourceError(

@@ -209,3 +209,15 @@ def test_interrupted_ingest_leaves_no_store_and_rerun_works(tmp_path: Path, sig:
     assert not partial.exists(), "the rerun removes the partial store of the killed run"
     np.testing.assert_array_equal(zarr.open_group(out)["big"][:], np.load(src))
     assert gpuds.inspect(str(out))["problems"] == []
+
+
+def test_big_endian_arrays_are_stored_native(cli, tmp_path: Path):
+    values = np.arange(12, dtype=">i4").reshape(6, 2)
+    np.save(tmp_path / "be.npy", values)
+    np.savez(tmp_path / "be2.npz", f=values.astype(">f8"))
+    out = tmp_path / "o.zarr"
+    assert cli("ingest", tmp_path / "be.npy", tmp_path / "be2.npz", "-o", out, "-q").code == 0
+    plain = plain_zarr_read(out, tmp_path)
+    assert plain["be"].dtype == np.dtype("<i4") and plain["f"].dtype == np.dtype("<f8")
+    np.testing.assert_array_equal(plain["be"], values)
+    np.testing.assert_array_equal(plain["f"], values)

@@ -24,13 +24,61 @@ import numpy as np
 from gpuds.errors import ConfigError, SourceError
 
 __all__ = [
+    "SUPPORTED_DTYPES",
     "FieldSpec",
     "ReadOptions",
     "Source",
     "check_field_name",
+    "common_length",
+    "native_dtype",
     "parse_size",
     "select_fields",
 ]
+
+SUPPORTED_DTYPES = frozenset(
+    np.dtype(name)
+    for name in (
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+        "complex64",
+        "complex128",
+    )
+)
+"""Dtypes an array field may have: everything a Zarr v3 reader and a GPU handle natively."""
+
+
+def native_dtype(dtype: np.dtype[Any]) -> np.dtype[Any] | None:
+    """The native-byte-order plain dtype to deliver, or None when it is not a supported dtype."""
+    if dtype.kind not in "biufc":
+        return None
+    # np.dtype(dtype.str) drops metadata (e.g. h5py's enum mapping); '=' makes big-endian native.
+    native = np.dtype(dtype.str).newbyteorder("=")
+    return native if native in SUPPORTED_DTYPES else None
+
+
+def common_length(lengths: dict[str, int], where: str, what: str = "fields") -> int:
+    """The one length all ``lengths`` share (0 when empty), else an error naming two of them."""
+    if not lengths:
+        return 0
+    first, n_first = next(iter(lengths.items()))
+    for name, n in lengths.items():
+        if n != n_first:
+            raise SourceError(
+                f"{where}: {what} have different lengths: {first!r} has {n_first} samples, "
+                f"{name!r} has {n}; select {what} of one length with --fields"
+            )
+    return n_first
+
 
 FieldKind = Literal["array", "image", "label", "numeric", "category", "mask"]
 

@@ -15,16 +15,24 @@ from typing import IO, Any
 import numpy as np
 
 from gpuds.errors import SourceError
-from gpuds.sources.base import FieldSpec, ReadOptions, Source, check_field_name, select_fields
+from gpuds.sources.base import (
+    FieldSpec,
+    ReadOptions,
+    Source,
+    check_field_name,
+    common_length,
+    native_dtype,
+    select_fields,
+)
 
 __all__ = ["NpySource", "NpzSource"]
 
 
 def _check_dtype(dtype: np.dtype[Any], where: str) -> None:
-    if dtype.hasobject or dtype.fields is not None or dtype.kind in "OUSV":
+    if native_dtype(dtype) is None:
         raise SourceError(
-            f"{where}: dtype {dtype} is not supported (only numeric and bool arrays; "
-            "object, string and structured arrays are refused)"
+            f"{where}: dtype {dtype} is not supported (only bool, integer, float up to 64 bit "
+            "and complex arrays; object, string, datetime and structured arrays are refused)"
         )
 
 
@@ -54,7 +62,9 @@ class NpySource(Source):
         self._selected = bool(
             select_fields([name], options.fields, str(path), strict=options.strict_fields)
         )
-        self._spec = FieldSpec(name, self._array.dtype, tuple(self._array.shape[1:]))
+        native = native_dtype(self._array.dtype)
+        assert native is not None, "checked by _check_dtype"
+        self._spec = FieldSpec(name, native, tuple(self._array.shape[1:]))
 
     @property
     def fields(self) -> list[FieldSpec]:
@@ -69,7 +79,8 @@ class NpySource(Source):
             return
         for start in range(0, self.length, max_samples):
             # np.array copies the memory-mapped slice: one block in RAM at a time.
-            yield {self._spec.name: np.array(self._array[start : start + max_samples])}
+            chunk = self._array[start : start + max_samples]
+            yield {self._spec.name: np.array(chunk, dtype=self._spec.dtype)}
 
     def close(self) -> None:
         mm = getattr(self._array, "_mmap", None)
@@ -87,6 +98,9 @@ class _Member:
             self.shape, self.fortran, self.dtype = self._read_header(fh)
             self.header_size = fh.tell()
         _check_dtype(self.dtype, where)
+        native = native_dtype(self.dtype)
+        assert native is not None, "checked by _check_dtype"
+        self.native = native
         _check_shape(self.shape, where)
         if self.fortran and len(self.shape) > 1:
             raise SourceError(f"{where}: Fortran-ordered arrays are not supported; save C-ordered")
@@ -135,17 +149,11 @@ class NpzSource(Source):
             check_field_name(name, f"{path}")
             self._members[name] = _Member(self._zip, members[name], f"{path}[{name}]")
         lengths = {name: m.shape[0] for name, m in self._members.items()}
-        if len(set(lengths.values())) > 1:
-            (a, na), (b, nb) = _two_different(lengths)
-            raise SourceError(
-                f"{path}: members have different lengths: {a!r} has {na} samples, {b!r} has {nb}; "
-                "select members of one length with --fields"
-            )
-        self._length = next(iter(lengths.values()), 0)
+        self._length = common_length(lengths, str(path), "members")
 
     @property
     def fields(self) -> list[FieldSpec]:
-        return [FieldSpec(n, m.dtype, m.shape[1:]) for n, m in self._members.items()]
+        return [FieldSpec(n, m.native, m.shape[1:]) for n, m in self._members.items()]
 
     @property
     def length(self) -> int:
@@ -167,9 +175,10 @@ class NpzSource(Source):
                     data = handles[name].read(nbytes)
                     if len(data) != nbytes:
                         raise SourceError(f"{member.where}: truncated member data")
-                    block[name] = np.frombuffer(data, dtype=member.dtype).reshape(
-                        (count, *member.shape[1:])
+                    values = np.frombuffer(data, dtype=member.dtype).astype(
+                        member.native, copy=False
                     )
+                    block[name] = values.reshape((count, *member.shape[1:]))
                 yield block
         except zipfile.BadZipFile as e:
             raise SourceError(f"{self.path}: corrupt archive ({e})") from e
@@ -179,10 +188,3 @@ class NpzSource(Source):
 
     def close(self) -> None:
         self._zip.close()
-
-
-def _two_different(lengths: dict[str, int]) -> tuple[tuple[str, int], tuple[str, int]]:
-    items = list(lengths.items())
-    first = items[0]
-    other = next(item for item in items if item[1] != first[1])
-    return first, other

@@ -1,0 +1,448 @@
+"""Folders of image files, decoded with Pillow into ``uint8`` arrays of shape ``(N, H, W, C)``.
+
+Layouts
+-------
+The path must be a folder laid out in one of two ways (entries whose name starts with ``.`` are
+ignored everywhere):
+
+* **classes**: the folder holds only subfolders, one per class, each holding image files. Fields
+  ``images`` and ``labels`` (``int64``, the index of the class folder in the sorted list of class
+  names, stored as the ``classes`` attribute of the field and in :meth:`metadata`).
+* **flat**: the folder holds image files and no subfolder. Field ``images`` only.
+
+Image files mixed with subfolders at the top, a subfolder inside a class folder, a class folder
+without images, and a folder without images are refused. ``--fields`` may select ``images`` and/or
+``labels``; every file is decoded whatever the selection, so that the samples are the same ones
+(and in the same order) whichever fields are kept.
+
+Files and order
+---------------
+Image files are those whose suffix is, ignoring case, ``.png .jpg .jpeg .tif .tiff .bmp .webp``.
+Pillow is only allowed to decode them as PNG, JPEG (including MPO), TIFF, BMP or WebP, whatever
+the suffix says, so no other Pillow plugin (nor Ghostscript) ever runs on the input. Any other
+file is not read but listed in :meth:`metadata` as ``ignored_files`` (paths relative to the
+folder, ``/``-separated). Samples are ordered by class folder name, then by file name, both in
+Python string order (case-sensitive, not "natural": ``10.png`` comes before ``2.png``).
+
+Pixels
+------
+Every image is converted to ``mode`` (``RGB``: C=3, ``RGBA``: C=4, ``L``: C=1):
+
+* Palette images (``P``, ``PA``) are expanded through ``RGBA`` first, so their transparency is
+  kept when converting to ``RGBA``.
+* 16-bit grayscale (``I;16`` and its byte orders) is brought to 8 bits by keeping the high byte
+  (``value >> 8``), then converted like ``L``.
+* 32-bit integer (``I``) and floating point (``F``) images are refused: their range is unknown;
+  convert them to 8-bit first.
+* Otherwise Pillow's ``Image.convert`` applies: ``RGB``/``RGBA`` to ``L`` uses the ITU-R 601-2
+  luma ``L = R*299/1000 + G*587/1000 + B*114/1000``; to ``RGB`` an alpha channel is dropped
+  (colours as stored, not composited); to ``RGBA`` the added alpha is 255.
+* Only the first frame of a multi-frame file (multi-page TIFF, animated PNG/WebP, MPO) is read;
+  such files are listed in :meth:`metadata` as ``multi_frame``.
+* EXIF orientation is not applied: pixels are stored as encoded in the file.
+
+Sizes
+-----
+The constructor reads only the headers of the files (cheap) to learn their sizes. Without
+``resize`` every image must have the same size, else the error names two files of different
+sizes. With ``resize=(H, W)`` every image is brought to exactly ``H x W`` after the mode
+conversion, with the filter ``resample`` (``nearest``, ``bilinear``, ``bicubic``, ``lanczos``;
+Pillow's ``Image.Resampling``), according to ``fit``:
+
+* ``stretch``: resized to ``H x W``, ignoring the aspect ratio.
+* ``crop``: the largest centred region of the image with the aspect ratio ``W/H`` (a sub-pixel
+  box) is resized to ``H x W``; that is, scaled to cover ``H x W`` then centre-cropped.
+* ``pad``: scaled by ``min(H/h, W/w)`` (each side rounded, at least 1 pixel) to fit inside
+  ``H x W``, then pasted on a zero canvas (black, and transparent in ``RGBA``) at offset
+  ``((H - h') // 2, (W - w') // 2)``, so an odd margin leaves the extra pixel at the bottom/right.
+
+An image already of size ``H x W`` is not resampled.
+
+Bad files
+---------
+A file that cannot be identified or decoded, is truncated (the whole pixel data is loaded, and
+gpuds never sets ``ImageFile.LOAD_TRUNCATED_IMAGES``), has an unsupported mode, or exceeds
+Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, kept on) is an error naming the
+file and the reason. With ``skip_bad`` it is skipped instead and listed in :meth:`metadata` as
+``skipped`` (``{"path", "error"}``); :attr:`ImageFolderSource.length` counts the files whose header
+was read, an upper bound, and blocks are shorter by the files that fail to decode. If no file can
+be read, that is an error even with ``skip_bad``.
+
+The files of one block are decoded by a thread pool (Pillow releases the GIL while decoding and
+resizing); the order is kept and memory holds one block.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from gpuds.errors import ConfigError, SourceError
+from gpuds.sources.base import FieldSpec, ReadOptions, Source, select_fields
+
+__all__ = ["IMAGE_SUFFIXES", "MODES", "ImageFolderSource"]
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
+"""Suffixes (lower case) of the files read as images."""
+
+MODES = {"RGB": 3, "RGBA": 4, "L": 1}
+"""Pixel modes images can be converted to, with their number of channels."""
+
+# The only Pillow decoders allowed to run on the input, whatever the file suffix claims (the
+# JPEG decoder also opens MPO, the multi-picture JPEG of phone cameras).
+_PILLOW_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")
+
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+_FITS = ("stretch", "crop", "pad")
+# Modes Image.convert handles (after the palette and 16-bit special cases below).
+_CONVERTIBLE = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
+
+_LAYOUTS_HINT = (
+    "expected either a folder holding only class subfolders of images (root/cat/1.png, "
+    "root/dog/2.png) or a flat folder of images (root/1.png)"
+)
+
+
+class _BadImage(Exception):
+    """One file cannot become a sample; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    rel: str
+    label: int
+    size: tuple[int, int]  # (width, height), as Pillow reports it
+
+
+class ImageFolderSource(Source):
+    """A folder of images, flat or with one subfolder per class (see the module docstring).
+
+    Parameters
+    ----------
+    path
+        The folder.
+    options
+        ``mode``, ``resize``, ``fit``, ``resample``, ``skip_bad`` and ``fields`` apply.
+
+    Examples
+    --------
+    >>> src = ImageFolderSource(Path("pets"), ReadOptions(resize=(64, 64), fit="crop"))
+    >>> src.fields[0].sample_shape, src.metadata()["classes"]
+    ((64, 64, 3), ['cat', 'dog'])
+    """
+
+    format = "images"
+
+    def __init__(self, path: Path, options: ReadOptions) -> None:
+        super().__init__(path, options)
+        self._channels = _parse_mode(options.mode)
+        self._resample = _parse_options(options)
+        if not path.is_dir():
+            raise SourceError(f"{path}: not a folder; {_LAYOUTS_HINT}")
+        self._classes: list[str] | None = None
+        self._ignored: list[str] = []
+        self._scan_skipped: list[dict[str, str]] = []
+        self._decode_skipped: list[dict[str, str]] = []
+        self._multi_frame: list[str] = []
+        candidates = self._find_files()
+        self._entries = self._scan_headers(candidates)
+        self._candidates = len(candidates)
+        self._height, self._width = self._sample_size()
+        available = ["images"] if self._classes is None else ["images", "labels"]
+        self._selected = select_fields(
+            available, options.fields, str(path), strict=options.strict_fields
+        )
+
+    @property
+    def fields(self) -> list[FieldSpec]:
+        specs = {
+            "images": FieldSpec(
+                "images", np.dtype(np.uint8), (self._height, self._width, self._channels), "image"
+            ),
+            "labels": FieldSpec(
+                "labels", np.dtype(np.int64), (), "label", {"classes": list(self._classes or [])}
+            ),
+        }
+        return [specs[name] for name in self._selected]
+
+    @property
+    def length(self) -> int:
+        return len(self._entries)
+
+    def blocks(self, max_samples: int) -> Iterator[dict[str, np.ndarray]]:
+        self._decode_skipped = []
+        if not self._selected:
+            return
+        yielded = 0
+        workers = max(1, min(max_samples, os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for start in range(0, len(self._entries), max_samples):
+                entries = self._entries[start : start + max_samples]
+                images = np.empty(
+                    (len(entries), self._height, self._width, self._channels), dtype=np.uint8
+                )
+                errors = list(pool.map(self._decode_into, entries, images))
+                keep = [i for i, error in enumerate(errors) if error is None]
+                for entry, error in zip(entries, errors, strict=True):
+                    if error is not None:
+                        self._bad(entry.rel, error)
+                if not keep:
+                    continue
+                block: dict[str, np.ndarray] = {}
+                for name in self._selected:
+                    if name == "images":
+                        block[name] = images if len(keep) == len(entries) else images[keep]
+                    else:
+                        block[name] = np.array([entries[i].label for i in keep], dtype=np.int64)
+                yielded += len(keep)
+                yield block
+        if yielded == 0:
+            raise SourceError(
+                f"{self.path}: none of the {self._candidates} image files could be read"
+            )
+
+    def metadata(self) -> dict[str, Any]:
+        meta: dict[str, Any] = {}
+        if self._classes is not None:
+            meta["classes"] = list(self._classes)
+        meta["ignored_files"] = list(self._ignored)
+        meta["skipped"] = [dict(s) for s in self._scan_skipped + self._decode_skipped]
+        meta["multi_frame"] = list(self._multi_frame)
+        return meta
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "path": str(self.path),
+            "layout": "flat" if self._classes is None else "classes",
+            "files": self._candidates,
+        }
+
+    def _find_files(self) -> list[tuple[str, int]]:
+        """Relative paths and labels of the candidate image files, in sample order."""
+        folders, images, others = _list_folder(self.path)
+        if folders and images:
+            raise SourceError(
+                f"{self.path}: holds both image files ({images[0]}) and subfolders "
+                f"({folders[0]}/); {_LAYOUTS_HINT}"
+            )
+        self._ignored = list(others)
+        if images:
+            return [(name, 0) for name in images]
+        if not folders:
+            raise SourceError(f"{self.path}: holds no image files; {_LAYOUTS_HINT}")
+        self._classes = folders
+        found: list[tuple[str, int]] = []
+        for label, name in enumerate(folders):
+            sub, class_images, class_others = _list_folder(self.path / name)
+            if sub:
+                raise SourceError(
+                    f"{self.path / name / sub[0]}: a folder inside the class folder {name!r}; "
+                    f"{_LAYOUTS_HINT}"
+                )
+            if not class_images:
+                raise SourceError(
+                    f"{self.path / name}: class folder holds no image files; add images or "
+                    "remove the folder"
+                )
+            self._ignored += [f"{name}/{other}" for other in class_others]
+            found += [(f"{name}/{image}", label) for image in class_images]
+        return found
+
+    def _scan_headers(self, candidates: list[tuple[str, int]]) -> list[_Entry]:
+        entries = []
+        with warnings.catch_warnings():
+            # The header scan runs on this thread alone, so the warning filter is safe here; it
+            # makes Pillow's decompression-bomb warning an error for that file.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            for rel, label in candidates:
+                try:
+                    size, frames = _read_header(self.path / rel)
+                except _BadImage as e:
+                    self._bad(rel, str(e), at_scan=True)
+                    continue
+                if frames > 1:
+                    self._multi_frame.append(rel)
+                entries.append(_Entry(rel, label, size))
+        if not entries:
+            raise SourceError(
+                f"{self.path}: none of the {len(candidates)} image files could be read "
+                f"(first: {self._scan_skipped[0]['path']}: {self._scan_skipped[0]['error']})"
+            )
+        return entries
+
+    def _sample_size(self) -> tuple[int, int]:
+        if self.options.resize is not None:
+            return self.options.resize
+        first = self._entries[0]
+        other = next((e for e in self._entries if e.size != first.size), None)
+        if other is not None:
+            raise SourceError(
+                f"{self.path}: images differ in size: {first.rel} is {_hxw(first.size)} and "
+                f"{other.rel} is {_hxw(other.size)} (HxW); pass --resize HxW "
+                "(with --fit stretch|crop|pad) to bring them to one size"
+            )
+        width, height = first.size
+        return height, width
+
+    def _bad(self, rel: str, error: str, *, at_scan: bool = False) -> None:
+        if not self.options.skip_bad:
+            raise SourceError(
+                f"{self.path / rel}: cannot read the image ({error}); fix or remove the file, "
+                "or pass --skip-bad to skip bad files"
+            )
+        (self._scan_skipped if at_scan else self._decode_skipped).append(
+            {"path": rel, "error": error}
+        )
+
+    def _decode_into(self, entry: _Entry, out: np.ndarray) -> str | None:
+        """Decode ``entry`` into ``out`` (H, W, C); return the reason it failed, or None."""
+        try:
+            with _open(self.path / entry.rel) as image:
+                # The scan checked this size against the bomb limit; a file that changed since
+                # must not be decoded unchecked.
+                if image.size != entry.size:
+                    raise _BadImage(
+                        f"its size changed since the folder was scanned ({_hxw(entry.size)} -> "
+                        f"{_hxw(image.size)})"
+                    )
+                _check_mode(image.mode)
+                image.load()
+                pixels = _convert(image, self.options.mode)
+                if self.options.resize is not None:
+                    pixels = _fit(pixels, self.options.resize, self.options.fit, self._resample)
+                out[...] = np.asarray(pixels).reshape(out.shape)
+        except _BadImage as e:
+            return str(e)
+        except Exception as e:  # Pillow raises many exception types on corrupt data
+            return _reason(e)
+        return None
+
+
+def _parse_mode(mode: str) -> int:
+    if mode not in MODES:
+        raise ConfigError(f"Expected an image mode in {', '.join(MODES)}, got {mode!r}")
+    return MODES[mode]
+
+
+def _parse_options(options: ReadOptions) -> Image.Resampling:
+    if options.fit not in _FITS:
+        raise ConfigError(f"Expected fit in {', '.join(_FITS)}, got {options.fit!r}")
+    if options.resample not in _RESAMPLE:
+        raise ConfigError(
+            f"Expected a resampling filter in {', '.join(_RESAMPLE)}, got {options.resample!r}"
+        )
+    if options.resize is not None:
+        height, width = options.resize
+        if height < 1 or width < 1:
+            raise ConfigError(f"Expected a resize of positive HxW, got {height}x{width}")
+    return _RESAMPLE[options.resample]
+
+
+def _list_folder(folder: Path) -> tuple[list[str], list[str], list[str]]:
+    """Sorted names of the visible subfolders, image files and other entries of ``folder``."""
+    try:
+        names = sorted(name for name in os.listdir(folder) if not name.startswith("."))
+    except OSError as e:
+        raise SourceError(f"{folder}: cannot list the folder ({e.strerror or e})") from e
+    folders, images, others = [], [], []
+    for name in names:
+        if (folder / name).is_dir():
+            folders.append(name)
+        elif os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
+            images.append(name)
+        else:
+            others.append(name)
+    return folders, images, others
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        return Image.open(path, formats=_PILLOW_FORMATS)
+    except Image.UnidentifiedImageError as e:
+        raise _BadImage("not a PNG, JPEG, TIFF, BMP or WebP image Pillow can identify") from e
+    except Image.DecompressionBombWarning as e:
+        raise _BadImage(f"{e}; refused as a possible decompression bomb") from e
+    except Image.DecompressionBombError as e:
+        raise _BadImage(f"{e}; refused as a possible decompression bomb") from e
+    except Exception as e:  # Pillow raises many exception types on corrupt headers
+        raise _BadImage(_reason(e)) from e
+
+
+def _read_header(path: Path) -> tuple[tuple[int, int], int]:
+    """The (width, height) and number of frames of ``path``, reading its header only."""
+    with _open(path) as image:
+        _check_mode(image.mode)
+        try:
+            # Counting TIFF pages parses every page header, which may be corrupt.
+            frames = int(getattr(image, "n_frames", 1))
+        except Exception as e:
+            raise _BadImage(_reason(e)) from e
+        return image.size, frames
+
+
+def _check_mode(mode: str) -> None:
+    if mode in ("I", "F"):
+        kind = "32-bit integer" if mode == "I" else "floating-point"
+        raise _BadImage(
+            f"{kind} pixels (Pillow mode {mode}) have no fixed range; "
+            "convert the file to 8-bit first"
+        )
+    if mode not in _CONVERTIBLE and not mode.startswith("I;16"):
+        raise _BadImage(f"Pillow mode {mode} is not supported; convert the file to RGB or L")
+
+
+def _convert(image: Image.Image, mode: str) -> Image.Image:
+    if image.mode.startswith("I;16"):
+        high = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
+        image = Image.fromarray(high)
+    elif image.mode in ("P", "PA"):
+        image = image.convert("RGBA")
+    return image if image.mode == mode else image.convert(mode)
+
+
+def _fit(
+    image: Image.Image, size: tuple[int, int], fit: str, resample: Image.Resampling
+) -> Image.Image:
+    height, width = size
+    w, h = image.size
+    if (w, h) == (width, height):
+        return image
+    if fit == "stretch":
+        return image.resize((width, height), resample)
+    if fit == "crop":
+        if w * height > h * width:  # wider than the target: keep the full height
+            box_w, box_h = h * width / height, float(h)
+        else:
+            box_w, box_h = float(w), w * height / width
+        left, top = (w - box_w) / 2, (h - box_h) / 2
+        return image.resize((width, height), resample, box=(left, top, left + box_w, top + box_h))
+    scale = min(height / h, width / w)
+    new_w = min(width, max(1, round(w * scale)))
+    new_h = min(height, max(1, round(h * scale)))
+    scaled = image if (new_w, new_h) == (w, h) else image.resize((new_w, new_h), resample)
+    canvas = Image.new(image.mode, (width, height), 0)
+    canvas.paste(scaled, ((width - new_w) // 2, (height - new_h) // 2))
+    return canvas
+
+
+def _hxw(size: tuple[int, int]) -> str:
+    return f"{size[1]}x{size[0]}"
+
+
+def _reason(error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}" if not isinstance(error, OSError) else text
