@@ -41,6 +41,11 @@ def _block_samples(sources: Sequence[Source], block_mb: float) -> int:
     return chunk_samples(max(1, per_sample), block_mb)
 
 
+def _chunk_for(sample_nbytes: int, chunk_mb: float, length: int) -> int:
+    # A chunk longer than the dataset would only store padding: stop at the next power of two.
+    return min(chunk_samples(sample_nbytes, chunk_mb), 1 << max(0, length - 1).bit_length())
+
+
 def _file_facts(path: Path) -> dict[str, Any]:
     try:
         if path.is_file():
@@ -118,7 +123,7 @@ def ingest(
                     spec.dtype,
                     spec.sample_shape,
                     length=length,
-                    chunk=chunk_samples(spec.sample_nbytes, chunk_mb),
+                    chunk=_chunk_for(spec.sample_nbytes, chunk_mb, length),
                     attrs={"kind": spec.kind, **spec.attrs},
                 )
         block = _block_samples(opened, block_mb)

@@ -100,12 +100,30 @@ def _grid_shape(array: zarr.Array) -> tuple[int, ...]:
     return tuple(math.ceil(s / c) if c else 0 for s, c in zip(array.shape, outer, strict=True))
 
 
+_METADATA_KEYS = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
+
+
+def _stored_chunk_bytes(array: zarr.Array) -> int:
+    """Bytes of the stored chunks (or shards), metadata documents excluded."""
+    store = array.store_path.store
+    prefix = f"{array.path}/" if array.path else ""
+
+    async def total() -> int:
+        size = 0
+        async for key in store.list_prefix(prefix):
+            if key[len(prefix) :] not in _METADATA_KEYS:
+                size += await store.getsize(key)
+        return size
+
+    return int(sync(total()))
+
+
 def _field_report(split: str, name: str, array: zarr.Array) -> dict[str, Any]:
     chain = codec_chain(array)
     attrs = array.attrs.get(FIELD_ATTR)
     field_attrs = dict(attrs) if isinstance(attrs, dict) else {}
     logical = int(array.nbytes)
-    stored = int(array.nbytes_stored())
+    stored = _stored_chunk_bytes(array)
     report: dict[str, Any] = {
         "split": split,
         "name": name,

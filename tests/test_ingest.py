@@ -221,3 +221,25 @@ def test_big_endian_arrays_are_stored_native(cli, tmp_path: Path):
     assert plain["be"].dtype == np.dtype("<i4") and plain["f"].dtype == np.dtype("<f8")
     np.testing.assert_array_equal(plain["be"], values)
     np.testing.assert_array_equal(plain["f"], values)
+
+
+def test_memory_stays_bounded_by_the_block_not_the_source(tmp_path: Path):
+    import tracemalloc
+
+    rows = 64 * 1024
+    np.save(tmp_path / "big.npy", np.full((rows, 1024), 7, dtype=np.uint8))  # 64 MiB
+    tracemalloc.start()
+    try:
+        gpuds.ingest([tmp_path / "big.npy"], tmp_path / "o.zarr", block_mb=4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # One 4 MiB block, one chunk per field and zarr's buffers: far below the 64 MiB source.
+    assert peak < 24 * 2**20, f"peak {peak / 2**20:.1f} MiB"
+    assert zarr.open_group(tmp_path / "o.zarr")["big"].shape == (rows, 1024)
+
+
+def test_chunks_never_exceed_the_dataset(cli, tmp_path: Path):
+    np.save(tmp_path / "few.npy", np.arange(5, dtype="i4"))
+    assert cli("ingest", tmp_path / "few.npy", "-o", tmp_path / "o.zarr", "-q").code == 0
+    assert zarr.open_group(tmp_path / "o.zarr")["few"].chunks == (8,)
