@@ -12,10 +12,13 @@ __version__ = "0.1.0"
 
 from gpuds.api import (
     FORMATS,
+    PipelineConfig,
     ReadOptions,
     ingest,
     inspect,
+    load_config,
     open_store,
+    preprocess,
     read_info,
     resolve_device,
 )
@@ -24,11 +27,14 @@ from gpuds.errors import GpudsError
 __all__ = [
     "FORMATS",
     "GpudsError",
+    "PipelineConfig",
     "ReadOptions",
     "__version__",
     "ingest",
     "inspect",
+    "load_config",
     "open_store",
+    "preprocess",
     "read_info",
     "resolve_device",
 ]

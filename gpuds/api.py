@@ -9,17 +9,22 @@
 from __future__ import annotations
 
 from gpuds.backend import resolve as resolve_device
+from gpuds.config import PipelineConfig, load_config
 from gpuds.ingest import ingest
 from gpuds.inspection import inspect_store as inspect
+from gpuds.preprocess import preprocess
 from gpuds.sources import FORMATS, ReadOptions
 from gpuds.store import open_store, read_info
 
 __all__ = [
     "FORMATS",
+    "PipelineConfig",
     "ReadOptions",
     "ingest",
     "inspect",
+    "load_config",
     "open_store",
+    "preprocess",
     "read_info",
     "resolve_device",
 ]

@@ -17,6 +17,7 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
+import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -33,7 +34,8 @@ from rich.tree import Tree
 
 import gpuds
 from gpuds import api
-from gpuds.errors import Cancelled, GpudsError
+from gpuds.config import PipelineConfig, load_config
+from gpuds.errors import Cancelled, ConfigError, GpudsError
 from gpuds.inspection import PORTABILITY
 from gpuds.progress import request_cancel
 from gpuds.sources.base import ReadOptions, parse_size
@@ -41,7 +43,8 @@ from gpuds.store import DEFAULT_CHUNK_MB
 
 app = typer.Typer(
     name="gpuds",
-    help="Build compressed, GPU-ready datasets: ingest raw data into Zarr v3, inspect it.",
+    help="Build compressed, GPU-ready datasets: ingest raw data into Zarr v3, preprocess it, "
+    "inspect it.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -392,6 +395,159 @@ def inspect(
         for problem in report["problems"]:
             stderr.print(f"[red]error:[/red] {escape(report['path'])}: {escape(problem)}")
         raise typer.Exit(1)
+
+
+def _names(text: str) -> list[str]:
+    return [n.strip() for n in text.split(",") if n.strip()]
+
+
+def _shortcut_config(
+    seed: int,
+    shuffle: bool,
+    split: str | None,
+    stratify: str | None,
+    cast: list[str],
+    standardize: str | None,
+    normalize: str | None,
+    drop_invalid: str | None,
+) -> dict[str, Any]:
+    """The config the command-line shortcuts stand for, in a fixed, documented order."""
+    ops: list[dict[str, Any]] = []
+    if drop_invalid is not None:
+        ops.append(
+            {"op": "drop_invalid", **({"fields": _names(drop_invalid)} if drop_invalid else {})}
+        )
+    if shuffle:
+        ops.append({"op": "shuffle"})
+    if split:
+        try:
+            fractions = [float(f) for f in split.split(",")]
+        except ValueError as e:
+            raise ConfigError(f"--split: expected fractions like 0.8,0.1,0.1, got {split!r}") from e
+        ops.append(
+            {"op": "split", "fractions": fractions, **({"stratify": stratify} if stratify else {})}
+        )
+    elif stratify:
+        raise ConfigError("--stratify needs --split")
+    for item in cast:
+        field, _, dtype = item.partition("=")
+        if not field or not dtype:
+            raise ConfigError(f"--cast: expected FIELD=DTYPE (e.g. images=float32), got {item!r}")
+        ops.append({"op": "cast", "fields": _names(field), "dtype": dtype})
+    if standardize:
+        ops.append({"op": "standardize", "fields": _names(standardize), "per": "channel"})
+    if normalize:
+        ops.append({"op": "normalize", "fields": _names(normalize), "per": "channel"})
+    return {"seed": seed, "ops": ops}
+
+
+@app.command()
+def preprocess(
+    source: Annotated[Path, typer.Argument(help="The store to read (from gpuds ingest).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The store to create.")],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Pipeline config, .yaml or .toml (see configs/)."),
+    ] = None,
+    device: Annotated[
+        Device, typer.Option("--device", help="Where ops run: auto (GPU if usable), cpu, cuda.")
+    ] = Device.auto,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Seed of every random op (overrides the config's).")
+    ] = None,
+    shuffle: Annotated[
+        bool, typer.Option("--shuffle", help="Shortcut: shuffle the whole dataset.")
+    ] = False,
+    split: Annotated[
+        str | None,
+        typer.Option("--split", help="Shortcut: train,val[,test] fractions, e.g. 0.8,0.1,0.1."),
+    ] = None,
+    stratify: Annotated[
+        str | None, typer.Option("--stratify", help="Shortcut: keep class shares in --split.")
+    ] = None,
+    cast: Annotated[
+        list[str] | None,
+        typer.Option("--cast", help="Shortcut: FIELD=DTYPE, e.g. images=float32 (repeatable)."),
+    ] = None,
+    standardize: Annotated[
+        str | None,
+        typer.Option("--standardize", help="Shortcut: z-score these fields per channel."),
+    ] = None,
+    normalize: Annotated[
+        str | None,
+        typer.Option("--normalize", help="Shortcut: min-max these fields to [0, 1] per channel."),
+    ] = None,
+    drop_invalid: Annotated[
+        str | None,
+        typer.Option(
+            "--drop-invalid", help="Shortcut: drop samples with NaN/inf/missing in these fields."
+        ),
+    ] = None,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the resolved config as YAML and stop.")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT if it is an existing Zarr store.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+    ] = False,
+) -> None:
+    """Clean, normalise, cast, resize, shuffle and split a store, on the GPU or the CPU.
+
+    Ops run in the order of the config. Statistics are fitted in streaming passes over the whole
+    dataset (after a split: over the train split only) and stored in the output with every
+    setting and seed, so the same config on the same input gives identical arrays.
+
+    Shortcuts build a config in this order: drop-invalid, shuffle, split, cast, standardize,
+    normalize. Use --print-config to see it, and a config file for anything else.
+
+    **Examples**
+
+        gpuds preprocess raw.zarr -o prep.zarr --config configs/image-classification.yaml
+
+        gpuds preprocess raw.zarr -o prep.zarr --shuffle --split 0.8,0.1,0.1 \\
+            --stratify labels --cast images=float32 --standardize images
+
+        gpuds preprocess raw.zarr -o prep.zarr --split 0.9,0.1 --print-config > my.yaml
+    """
+    shortcuts = _shortcut_config(
+        seed or 0, shuffle, split, stratify, cast or [], standardize, normalize, drop_invalid
+    )
+    if config is not None:
+        if shortcuts["ops"]:
+            raise ConfigError("give either --config or shortcut options (--split, ...), not both")
+        pipeline = load_config(config)
+        if seed is not None:
+            pipeline.seed = seed
+    elif not shortcuts["ops"]:
+        raise ConfigError("nothing to do: pass --config FILE or shortcuts like --split 0.8,0.2")
+    else:
+        pipeline = PipelineConfig.from_dict(shortcuts, "shortcuts")
+    if print_config:
+        sys.stdout.write(yaml.safe_dump(pipeline.to_dict(), sort_keys=False))
+        return
+    with RichProgress(quiet or as_json) as progress:
+        summary = api.preprocess(
+            source,
+            out,
+            config=pipeline,
+            device=device.value,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    if as_json:
+        _print_json(summary)
+        return
+    splits = ", ".join(f"{k} {v}" for k, v in summary["splits"].items())
+    dropped = [f"{o['op']} dropped {o['dropped']}" for o in summary["ops"] if o.get("dropped")]
+    stdout.print(
+        f"[green]wrote[/green] {escape(summary['output'])}: {summary['samples_out']} of "
+        f"{summary['samples_in']} samples{' (' + splits + ')' if splits else ''} on "
+        f"{summary['device']} in {summary['seconds']:.1f} s"
+        + (f"; {', '.join(dropped)}" if dropped else "")
+    )
 
 
 @app.command()

@@ -27,6 +27,7 @@ from gpuds.store import (
     FieldWriter,
     StoreWriter,
     chunk_samples,
+    chunk_samples_for,
     utc_now,
 )
 
@@ -39,11 +40,6 @@ BLOCK_MB = 64.0
 def _block_samples(sources: Sequence[Source], block_mb: float) -> int:
     per_sample = sum(spec.sample_nbytes for s in sources for spec in s.fields)
     return chunk_samples(max(1, per_sample), block_mb)
-
-
-def _chunk_for(sample_nbytes: int, chunk_mb: float, length: int) -> int:
-    # A chunk longer than the dataset would only store padding: stop at the next power of two.
-    return min(chunk_samples(sample_nbytes, chunk_mb), 1 << max(0, length - 1).bit_length())
 
 
 def _file_facts(path: Path) -> dict[str, Any]:
@@ -123,7 +119,7 @@ def ingest(
                     spec.dtype,
                     spec.sample_shape,
                     length=length,
-                    chunk=_chunk_for(spec.sample_nbytes, chunk_mb, length),
+                    chunk=chunk_samples_for(spec.sample_nbytes, chunk_mb, length),
                     attrs={"kind": spec.kind, **spec.attrs},
                 )
         block = _block_samples(opened, block_mb)

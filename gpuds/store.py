@@ -41,6 +41,7 @@ __all__ = [
     "FieldWriter",
     "StoreWriter",
     "chunk_samples",
+    "chunk_samples_for",
     "iter_fields",
     "open_store",
     "read_info",
@@ -81,6 +82,12 @@ def chunk_samples(sample_nbytes: int, chunk_mb: float) -> int:
     target = int(chunk_mb * 2**20)
     per = max(1, target // max(1, sample_nbytes))
     return 1 << (per.bit_length() - 1)
+
+
+def chunk_samples_for(sample_nbytes: int, chunk_mb: float, length: int) -> int:
+    """:func:`chunk_samples`, but never longer than the dataset (rounded up to a power of two):
+    a chunk longer than the data would only store padding."""
+    return min(chunk_samples(sample_nbytes, chunk_mb), 1 << max(0, length - 1).bit_length())
 
 
 def _is_url(path: str) -> bool:
@@ -269,10 +276,20 @@ class StoreWriter:
         )
         return FieldWriter(array, chunk)
 
+    def workdir(self, name: str) -> Path:
+        """A scratch folder inside the partial store, removed before the commit (or with it).
+
+        Its name starts with ``__``, which Zarr reserves, so it can never clash with a field.
+        """
+        path = self._target.tmp / "__gpuds_work" / name
+        path.parent.mkdir(exist_ok=True)
+        return path
+
     def commit(self, info: dict[str, Any]) -> Path:
         """Write the ``gpuds`` attribute with ``complete: true`` last, then move into place."""
         assert self.group is not None, "use StoreWriter as a context manager"
         check_cancelled()
+        shutil.rmtree(self._target.tmp / "__gpuds_work", ignore_errors=True)
         meta = {
             "format_version": FORMAT_VERSION,
             "tool_version": __version__,

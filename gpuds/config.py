@@ -1,0 +1,111 @@
+"""Pipeline configuration files (YAML or TOML) for ``gpuds preprocess``.
+
+A config is a mapping with these keys (every one optional except ``ops``)::
+
+    seed: 0              # seeds every random op (shuffle, split, sample) unless an op sets its own
+    fit_split: train     # after a split, ops fit their statistics on this split only
+    block_mb: 64         # samples are streamed in blocks of about this size
+    chunk_mb: 1.0        # target chunk size of the output fields
+    ops:                 # applied in order
+      - {op: standardize, fields: [images], per: channel}
+
+Unknown keys are errors that list the valid ones; so are unknown ops and op keys.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpuds.errors import ConfigError
+
+__all__ = ["PipelineConfig", "load_config"]
+
+_KEYS = ("seed", "fit_split", "block_mb", "chunk_mb", "ops")
+
+
+@dataclass
+class PipelineConfig:
+    """A validated pipeline: ops (as mappings) and the settings that apply to all of them.
+
+    Examples
+    --------
+    >>> PipelineConfig.from_dict({"ops": [{"op": "shuffle"}], "seed": 3}).seed
+    3
+    """
+
+    ops: list[dict[str, Any]] = field(default_factory=list)
+    seed: int = 0
+    fit_split: str = "train"
+    block_mb: float = 64.0
+    chunk_mb: float = 1.0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "config") -> PipelineConfig:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: expected a mapping with an 'ops' list, got {data!r}")
+        unknown = sorted(set(data) - set(_KEYS))
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(_KEYS)}"
+            )
+        ops = data.get("ops")
+        if not isinstance(ops, list) or not ops:
+            raise ConfigError(f"{where}: 'ops' must be a non-empty list of operations")
+        for i, op in enumerate(ops):
+            if not isinstance(op, Mapping) or "op" not in op:
+                raise ConfigError(
+                    f"{where}: ops[{i}] must be a mapping with an 'op' key, got {op!r}"
+                )
+        seed = data.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"{where}: 'seed' must be an integer >= 0, got {seed!r}")
+        fit_split = data.get("fit_split", "train")
+        if not isinstance(fit_split, str):
+            raise ConfigError(f"{where}: 'fit_split' must be a split name, got {fit_split!r}")
+        sizes = {}
+        for key, default in (("block_mb", 64.0), ("chunk_mb", 1.0)):
+            value = data.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError(f"{where}: '{key}' must be a positive number, got {value!r}")
+            sizes[key] = float(value)
+        return cls([dict(op) for op in ops], seed, fit_split, **sizes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "fit_split": self.fit_split,
+            "block_mb": self.block_mb,
+            "chunk_mb": self.chunk_mb,
+            "ops": [dict(op) for op in self.ops],
+        }
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read a ``.yaml``/``.yml`` or ``.toml`` pipeline config."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config ({e.strerror or e})") from e
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif suffix == ".toml":
+            data = tomllib.loads(text)
+        else:
+            raise ConfigError(f"{path}: config files must end in .yaml, .yml or .toml")
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{line}: invalid YAML ({problem})") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML ({e})") from e
+    return PipelineConfig.from_dict(data, str(path))

@@ -1,0 +1,69 @@
+"""Exact seeded selection over a stream, for ``sample`` and ``split``.
+
+Both ops first count the samples (and the samples per class) in a fit pass, then decide, block by
+block, how many of the block's samples go to each target with a (multivariate) hypergeometric
+draw over what remains, and which ones with a random permutation of the block. This gives
+*exact* totals, every subset of the stream equally likely, O(1) memory, and a result that depends
+only on the seed and the stream, not on where the block boundaries fall... up to the draws
+themselves: the same seed with a different block size gives a different (equally valid) choice,
+so the engine keeps the block size fixed for a given input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ClassCounter", "largest_remainder"]
+
+
+def largest_remainder(total: int, weights: list[float]) -> list[int]:
+    """Split ``total`` into integers proportional to ``weights`` (which sum to 1).
+
+    Each part is ``floor(total * w)``; the samples left over go one by one to the parts with the
+    largest fractional remainders (ties: the earlier part). So every part is within one of its
+    exact share and the parts sum to ``total``.
+
+    Examples
+    --------
+    >>> largest_remainder(10, [0.8, 0.1, 0.1])
+    [8, 1, 1]
+    >>> largest_remainder(7, [0.5, 0.25, 0.25])
+    [4, 2, 1]
+    """
+    exact = [total * w for w in weights]
+    parts = [int(np.floor(x)) for x in exact]
+    left = total - sum(parts)
+    order = sorted(range(len(weights)), key=lambda i: (-(exact[i] - parts[i]), i))
+    for i in order[:left]:
+        parts[i] += 1
+    return parts
+
+
+class ClassCounter:
+    """Counts samples per class value (any integer field; one class when no field is given)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[int, int] = {}
+
+    def update(self, values: Any | None, n: int) -> None:
+        if values is None:
+            self.counts[0] = self.counts.get(0, 0) + n
+            return
+        host = values.get() if hasattr(values, "get") else np.asarray(values)
+        classes, counts = np.unique(host, return_counts=True)
+        for c, k in zip(classes.tolist(), counts.tolist(), strict=True):
+            self.counts[int(c)] = self.counts.get(int(c), 0) + int(k)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def class_values(block_field: Any | None, n: int) -> np.ndarray:
+    """The class of each sample of a block, on the host (all 0 without a stratify field)."""
+    if block_field is None:
+        return np.zeros(n, dtype=np.int64)
+    host = block_field.get() if hasattr(block_field, "get") else np.asarray(block_field)
+    return host.astype(np.int64).reshape(n)

@@ -1,0 +1,145 @@
+"""``split``: assign every sample to one of several splits (train/val/test), seeded and exact."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from gpuds.backend import array_module
+from gpuds.errors import ConfigError
+from gpuds.ops._counting import ClassCounter, class_values, largest_remainder
+from gpuds.ops.base import Block, Op, Spec, parse_number, require_fields
+
+__all__ = ["Split"]
+
+_DEFAULT_NAMES = ("train", "val", "test")
+
+
+def parse_fractions(value: Any, where: str) -> dict[str, float]:
+    """``{"train": 0.8, "val": 0.2}`` or ``[0.8, 0.1, 0.1]`` (named train, val, test)."""
+    if isinstance(value, list | tuple):
+        if not 1 < len(value) <= len(_DEFAULT_NAMES):
+            raise ConfigError(
+                f"{where}: expected 2 or 3 fractions (train, val[, test]), got {value!r}"
+            )
+        value = dict(zip(_DEFAULT_NAMES, value, strict=False))
+    if not isinstance(value, Mapping) or len(value) < 2:
+        raise ConfigError(
+            f"{where}: expected 'fractions' as a mapping of split name to fraction "
+            f"(e.g. {{train: 0.8, val: 0.1, test: 0.1}}) or a list, got {value!r}"
+        )
+    fractions = {}
+    for name, frac in value.items():
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ConfigError(f"{where}: split name {name!r} must be a simple name like 'train'")
+        fractions[name] = parse_number(frac, f"{where}: fraction of {name!r}", minimum=0.0)
+    total = sum(fractions.values())
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(f"{where}: fractions must sum to 1, got {total:g} ({value!r})")
+    return fractions
+
+
+class Split(Op):
+    """Assign each sample to exactly one split; the output store holds one subgroup per split.
+
+    Config: ``fractions`` (``{train: 0.8, val: 0.1, test: 0.1}`` or ``[0.8, 0.1, 0.1]``),
+    ``stratify`` (optional integer field, e.g. ``labels``), ``seed`` (optional; default: the
+    config's seed).
+
+    Sizes are exact: split ``i`` gets ``floor(N * f_i)`` samples plus at most one of the
+    remainder (largest remainder first), so sizes sum to ``N``. With ``stratify`` the same rule is
+    applied within each class, so every split holds each class in its fraction to within one
+    sample. Which samples go where is a uniformly random choice among all assignments with those
+    sizes, drawn block by block (hypergeometric counts, then a permutation of the block) from the
+    seed: the same seed and input give the same splits. Samples keep their order within a split;
+    put ``shuffle`` before ``split`` to shuffle them.
+
+    Ops after ``split`` apply to every split but fit their statistics on the fit split only
+    (config ``fit_split``, default ``train``), so nothing is learnt from validation or test data.
+    """
+
+    name = "split"
+    keys = ("fractions", "stratify", "seed")
+    fit_passes = 1
+    fits_on_split = False
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        where = "op 'split'"
+        if "fractions" not in config:
+            raise ConfigError(f"{where}: missing key 'fractions' (e.g. [0.8, 0.1, 0.1])")
+        self.fractions = parse_fractions(config["fractions"], where)
+        self.names = list(self.fractions)
+        stratify = config.get("stratify")
+        if stratify is not None and not isinstance(stratify, str):
+            raise ConfigError(f"{where}: expected 'stratify' to be a field name, got {stratify!r}")
+        self.stratify: str | None = stratify
+        if "seed" in config:
+            self.seed = int(parse_number(config["seed"], f"{where}: seed", minimum=0))
+        self._counter = ClassCounter()
+        self._targets: dict[int, np.ndarray] = {}
+        self._remaining: dict[int, np.ndarray] = {}
+        self._rng = np.random.default_rng(0)
+
+    def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
+        if self.stratify is not None:
+            require_fields(specs, [self.stratify], "op 'split': stratify")
+            spec = specs[self.stratify]
+            if spec.dtype.kind not in "iub" or spec.sample_shape != ():
+                raise ConfigError(
+                    f"op 'split': stratify field {self.stratify!r} must hold one integer class per "
+                    f"sample (labels or category codes), got {spec.dtype} {spec.sample_shape}"
+                )
+        return specs
+
+    def fit_start(self, pass_index: int) -> None:
+        self._counter = ClassCounter()
+
+    def fit_block(self, block: Block) -> None:
+        values = block.fields[self.stratify] if self.stratify else None
+        self._counter.update(values, len(block))
+
+    def fit_end(self, pass_index: int) -> None:
+        weights = list(self.fractions.values())
+        self._targets = {
+            c: np.asarray(largest_remainder(n, weights), dtype=np.int64)
+            for c, n in sorted(self._counter.counts.items())
+        }
+
+    def load_stats(self, stats: Mapping[str, Any]) -> None:
+        self._targets = {int(c): np.asarray(v, dtype=np.int64) for c, v in stats["targets"].items()}
+
+    def reset(self) -> None:
+        self._rng = np.random.default_rng([self.seed, 0x5917])
+        self._remaining = {c: t.copy() for c, t in self._targets.items()}
+
+    def apply(self, block: Block) -> Block:
+        n = len(block)
+        classes = class_values(block.fields[self.stratify] if self.stratify else None, n)
+        assign = np.empty(n, dtype=np.int8)
+        for c in np.unique(classes).tolist():
+            where = np.flatnonzero(classes == c)
+            remaining = self._remaining.get(int(c))
+            if remaining is None or remaining.sum() < len(where):
+                raise ConfigError(
+                    "op 'split': the data changed between the counting pass and this one "
+                    f"(class {c}); rerun preprocess"
+                )
+            counts = self._rng.multivariate_hypergeometric(remaining, len(where))
+            remaining -= counts
+            labels = np.repeat(np.arange(len(self.names), dtype=np.int8), counts)
+            assign[where] = self._rng.permutation(labels)
+        xp = array_module(block.index)
+        return Block(block.fields, block.index, xp.asarray(assign))
+
+    def sizes(self) -> dict[str, int]:
+        total = sum(self._targets.values(), np.zeros(len(self.names), dtype=np.int64))
+        return {name: int(k) for name, k in zip(self.names, total.tolist(), strict=True)}
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "sizes": self.sizes(),
+            "targets": {str(c): t.tolist() for c, t in self._targets.items()},
+        }
