@@ -165,9 +165,6 @@ def preprocess(
     progress = progress or NullProgress()
     started = time.perf_counter()
     cfg = config if isinstance(config, PipelineConfig) else PipelineConfig.from_dict(config)
-    backend = resolve(device)
-    if backend.reason and device == "auto":
-        progress.note(backend.reason)
     group = open_store(source)
     info_in = read_info(group)
     if info_in.get("splits"):
@@ -177,6 +174,10 @@ def preprocess(
         )
     specs, arrays, n_in = _input_specs(group)
     ops, stages, split = plan_pipeline(cfg, specs)
+    # The device is chosen once the config is known to be valid, still before any data is read.
+    backend = resolve(device)
+    if backend.reason and device == "auto":
+        progress.note(backend.reason)
     out_specs = stages[-1]
     block = chunk_samples(max(1, sum(s.sample_nbytes for s in specs.values())), cfg.block_mb)
     fit_index = split.names.index(cfg.fit_split) if split and cfg.fit_split in split.names else 0

@@ -10,7 +10,9 @@ import numpy as np
 from gpuds.ops.base import Block, Op, Spec
 
 
-def specs_of(arrays: Mapping[str, np.ndarray], kinds: Mapping[str, str] | None = None) -> dict[str, Spec]:
+def specs_of(
+    arrays: Mapping[str, np.ndarray], kinds: Mapping[str, str] | None = None
+) -> dict[str, Spec]:
     kinds = kinds or {}
     return {
         name: Spec(a.dtype, tuple(a.shape[1:]), kinds.get(name, "array"))
