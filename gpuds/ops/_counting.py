@@ -15,7 +15,12 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ClassCounter", "largest_remainder"]
+from gpuds.errors import ConfigError
+
+__all__ = ["MAX_DRAW", "ClassCounter", "check_draw_limit", "class_values", "largest_remainder"]
+
+MAX_DRAW = 10**9
+"""NumPy's hypergeometric draws need fewer samples than this."""
 
 
 def largest_remainder(total: int, weights: list[float]) -> list[int]:
@@ -67,3 +72,11 @@ def class_values(block_field: Any | None, n: int) -> np.ndarray:
         return np.zeros(n, dtype=np.int64)
     host = block_field.get() if hasattr(block_field, "get") else np.asarray(block_field)
     return host.astype(np.int64).reshape(n)
+
+
+def check_draw_limit(total: int, op: str) -> None:
+    """Refuse streams too long for NumPy's hypergeometric generator."""
+    if total >= MAX_DRAW:
+        raise ConfigError(
+            f"op {op!r}: {total} samples reach it; exact sampling supports fewer than {MAX_DRAW}"
+        )

@@ -134,7 +134,7 @@ class Op(ABC):
         """Fitted statistics, JSON-safe (empty for ops that fit nothing)."""
         return {}
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, Any]:
         """Counters of the last apply pass (e.g. samples dropped), JSON-safe."""
         return {}
 

@@ -9,7 +9,12 @@ import numpy as np
 
 from gpuds.backend import array_module
 from gpuds.errors import ConfigError
-from gpuds.ops._counting import ClassCounter, class_values, largest_remainder
+from gpuds.ops._counting import (
+    ClassCounter,
+    check_draw_limit,
+    class_values,
+    largest_remainder,
+)
 from gpuds.ops.base import Block, Op, Spec, parse_number, require_fields
 
 __all__ = ["Sample"]
@@ -85,6 +90,7 @@ class Sample(Op):
         self._counter.update(values, len(block))
 
     def fit_end(self, pass_index: int) -> None:
+        check_draw_limit(self._counter.total, "sample")
         total = self._counter.total
         want = self.count if self.count is not None else round((self.fraction or 0.0) * total)
         if want > total:
@@ -135,5 +141,5 @@ class Sample(Op):
             "available": {str(c): n for c, n in self._counter.counts.items()},
         }
 
-    def counts(self) -> dict[str, int]:
+    def counts(self) -> dict[str, Any]:
         return {"kept": self._kept, "dropped": self._seen - self._kept}

@@ -9,7 +9,12 @@ import numpy as np
 
 from gpuds.backend import array_module
 from gpuds.errors import ConfigError
-from gpuds.ops._counting import ClassCounter, class_values, largest_remainder
+from gpuds.ops._counting import (
+    ClassCounter,
+    check_draw_limit,
+    class_values,
+    largest_remainder,
+)
 from gpuds.ops.base import Block, Op, Spec, parse_number, require_fields
 
 __all__ = ["Split"]
@@ -102,6 +107,7 @@ class Split(Op):
         self._counter.update(values, len(block))
 
     def fit_end(self, pass_index: int) -> None:
+        check_draw_limit(self._counter.total, "split")
         weights = list(self.fractions.values())
         self._targets = {
             c: np.asarray(largest_remainder(n, weights), dtype=np.int64)
