@@ -17,4 +17,10 @@ gpuds ingest "$DATA/images" "$DATA/meta.csv" "$DATA/embeddings.npy" -o "$DATA/ra
 echo "== 3. gpuds inspect --verify"
 gpuds inspect "$DATA/raw.zarr" --verify
 
-echo "== done: open it from Python with zarr.open_group('$DATA/raw.zarr') or gpuds.inspect()"
+echo "== 4. gpuds preprocess: dedupe, shuffle, split 80/10/10 by class, crop, standardize"
+gpuds preprocess "$DATA/raw.zarr" -o "$DATA/prep.zarr" --config configs/image-classification.yaml
+
+echo "== 5. gpuds inspect the result: splits, fitted statistics, history"
+gpuds inspect "$DATA/prep.zarr" --verify
+
+echo "== done: open the stores from Python with zarr.open_group('$DATA/prep.zarr') or gpuds.inspect()"
