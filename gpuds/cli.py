@@ -11,6 +11,7 @@ import json
 import platform
 import signal
 import sys
+import warnings
 from enum import StrEnum
 from pathlib import Path
 from types import FrameType
@@ -293,6 +294,14 @@ def _human(n: int | None) -> str:
     return f"{size:.1f} TiB"
 
 
+def _codec_label(names: list[str]) -> str:
+    """``["sharding_indexed", "bytes", "numcodecs.shuffle", "zstd"]`` → ``shard(shuffle+zstd)``."""
+    short = [n.removeprefix("numcodecs.") for n in names if n != "bytes"]
+    if short and short[0] == "sharding_indexed":
+        return f"shard({'+'.join(short[1:]) or 'raw'})"
+    return "+".join(short) or "raw"
+
+
 def _render_inspect(report: dict[str, Any]) -> None:
     title = f"[bold]{escape(report['path'])}[/bold]"
     tree = Tree(title)
@@ -315,7 +324,7 @@ def _render_inspect(report: dict[str, Any]) -> None:
             f["dtype"],
             "×".join(map(str, f["chunks"])),
             "×".join(map(str, f["shards"])) if f["shards"] else "-",
-            escape("+".join(c for c in f["codecs"] if c != "bytes") or "none"),
+            escape(_codec_label(f["codecs"])),
             _human(f["stored_bytes"]),
             f"{f['ratio']:.2f}x" if f["ratio"] else "-",
             f["portability"],
@@ -617,6 +626,9 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gpuds`` console script; returns the exit code."""
+    # gpuds reports each codec's portability itself (`inspect`); zarr's generic warning about
+    # numcodecs.* codecs would only repeat it, at every open.
+    warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     _state["cancelling"] = False

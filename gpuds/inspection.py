@@ -58,6 +58,16 @@ def _names(chain: list[dict[str, Any]]) -> Iterator[str]:
             yield from _names(list(config.get("index_codecs", [])))
 
 
+def _data_codec_names(chain: list[dict[str, Any]]) -> list[str]:
+    """Codec names in order, a shard's inner data codecs after ``sharding_indexed``."""
+    names: list[str] = []
+    for codec in chain:
+        names.append(codec["name"])
+        if codec["name"] == "sharding_indexed":
+            names += _data_codec_names(list(codec.get("configuration", {}).get("codecs", [])))
+    return names
+
+
 def portability(chain: list[dict[str, Any]]) -> str:
     """The least portable level among the codecs: ``any``, ``zarr-python``, ``gpuds-gpu``, ...
 
@@ -133,7 +143,7 @@ def _field_report(split: str, name: str, array: zarr.Array) -> dict[str, Any]:
         "dtype": str(array.dtype),
         "chunks": list(array.chunks),
         "shards": list(array.shards) if array.shards else None,
-        "codecs": [c["name"] for c in chain],
+        "codecs": _data_codec_names(chain),
         "codec_chain": chain,
         "portability": portability(chain),
         "logical_bytes": logical,
@@ -238,6 +248,20 @@ def _region(array: zarr.Array, coords: tuple[int, ...]) -> tuple[slice, ...]:
     )
 
 
+def _failing_inner_chunk(array: zarr.Array, coords: tuple[int, ...]) -> str:
+    """For a shard that fails to decode, name its first inner chunk that fails on its own."""
+    if not array.shards:
+        return ""
+    outer = _region(array, coords)
+    for i, start in enumerate(range(outer[0].start, outer[0].stop, array.chunks[0])):
+        inner = (slice(start, min(start + array.chunks[0], outer[0].stop)), *outer[1:])
+        try:
+            array[inner]
+        except Exception:  # the first inner chunk that fails is the one to name
+            return f" (inner chunk {i})"
+    return " (index)"
+
+
 def _verify(
     fields: list[tuple[str, str, zarr.Array]], progress: Progress, problems: list[str]
 ) -> dict[str, Any]:
@@ -261,7 +285,8 @@ def _verify(
             try:
                 values = np.ascontiguousarray(array[_region(array, coords)])
             except Exception as e:  # codecs raise many types; each is a corrupt chunk here
-                problems.append(f"corrupt chunk {label} {key}: {type(e).__name__}: {e}")
+                where = _failing_inner_chunk(array, coords)
+                problems.append(f"corrupt chunk {label} {key}{where}: {type(e).__name__}: {e}")
                 ok = False
                 progress.advance(1)
                 continue

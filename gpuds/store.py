@@ -225,6 +225,11 @@ class StoreWriter:
     def path(self) -> Path:
         return self._target.path
 
+    @property
+    def partial_path(self) -> Path:
+        """Where the store is being built (renamed to :attr:`path` by :meth:`commit`)."""
+        return self._target.tmp
+
     def __enter__(self) -> StoreWriter:
         self._remove_stale_partials()
         try:
