@@ -12,8 +12,11 @@ __version__ = "0.1.0"
 
 from gpuds.api import (
     FORMATS,
+    CodecConfig,
+    FieldSettings,
     PipelineConfig,
     ReadOptions,
+    compress,
     ingest,
     inspect,
     load_config,
@@ -26,10 +29,13 @@ from gpuds.errors import GpudsError
 
 __all__ = [
     "FORMATS",
+    "CodecConfig",
+    "FieldSettings",
     "GpudsError",
     "PipelineConfig",
     "ReadOptions",
     "__version__",
+    "compress",
     "ingest",
     "inspect",
     "load_config",

@@ -9,6 +9,8 @@
 from __future__ import annotations
 
 from gpuds.backend import resolve as resolve_device
+from gpuds.codecs import CodecConfig
+from gpuds.compress import FieldSettings, compress, load_compress_config
 from gpuds.config import PipelineConfig, load_config
 from gpuds.ingest import ingest
 from gpuds.inspection import inspect_store as inspect
@@ -18,10 +20,14 @@ from gpuds.store import open_store, read_info
 
 __all__ = [
     "FORMATS",
+    "CodecConfig",
+    "FieldSettings",
     "PipelineConfig",
     "ReadOptions",
+    "compress",
     "ingest",
     "inspect",
+    "load_compress_config",
     "load_config",
     "open_store",
     "preprocess",

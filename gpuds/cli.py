@@ -35,6 +35,8 @@ from rich.tree import Tree
 
 import gpuds
 from gpuds import api
+from gpuds.codecs import CodecConfig
+from gpuds.compress import FieldSettings, load_compress_config
 from gpuds.config import PipelineConfig, load_config
 from gpuds.errors import Cancelled, ConfigError, GpudsError
 from gpuds.inspection import PORTABILITY
@@ -45,7 +47,7 @@ from gpuds.store import DEFAULT_CHUNK_MB
 app = typer.Typer(
     name="gpuds",
     help="Build compressed, GPU-ready datasets: ingest raw data into Zarr v3, preprocess it, "
-    "inspect it.",
+    "compress it, inspect it.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -85,6 +87,18 @@ class Resample(StrEnum):
     bilinear = "bilinear"
     bicubic = "bicubic"
     lanczos = "lanczos"
+
+
+class Codec(StrEnum):
+    zstd = "zstd"
+    lz4 = "lz4"
+    gzip = "gzip"
+    none = "none"
+    auto = "auto"
+    gdeflate = "gdeflate"
+    bitcomp = "bitcomp"
+    ans = "ans"
+    cascaded = "cascaded"
 
 
 class Device(StrEnum):
@@ -556,6 +570,116 @@ def preprocess(
         f"{summary['samples_in']} samples{' (' + splits + ')' if splits else ''} on "
         f"{summary['device']} in {summary['seconds']:.1f} s"
         + (f"; {', '.join(dropped)}" if dropped else "")
+    )
+
+
+@app.command()
+def compress(
+    source: Annotated[Path, typer.Argument(help="The store to read (from ingest or preprocess).")],
+    out: Annotated[Path, typer.Option("-o", "--out", help="The sharded store to create.")],
+    codec: Annotated[
+        Codec,
+        typer.Option(
+            "--codec",
+            help="zstd, lz4, gzip: standard bitstreams any zarr-python reads; none: raw; auto: "
+            "try them on a sample of each field and keep the best ratio among those decoding "
+            "at least half as fast as the fastest. gdeflate, bitcomp, ans, cascaded: nvCOMP only.",
+        ),
+    ] = Codec.zstd,
+    level: Annotated[
+        int | None,
+        typer.Option("--level", help="Compression level (zstd 3, gzip 5, lz4 acceleration 1)."),
+    ] = None,
+    shuffle: Annotated[
+        bool,
+        typer.Option(
+            "--shuffle/--no-shuffle",
+            help="Byte shuffle before compressing multi-byte dtypes: usually a better ratio for "
+            "numbers (e.g. zstd 1.09 -> 1.21 on model weights), but numcodecs.shuffle is not a "
+            "Zarr v3 spec codec: --no-shuffle keeps the store readable by ANY Zarr v3 reader.",
+        ),
+    ] = True,
+    chunk_mb: Annotated[
+        float, typer.Option("--chunk-mb", help="Target chunk size in MiB (whole samples).")
+    ] = 1.0,
+    shard_mb: Annotated[
+        float, typer.Option("--shard-mb", help="Target shard (file) size in MiB.")
+    ] = 128.0,
+    fields: Annotated[
+        str | None, typer.Option("--fields", help="Comma-separated fields to keep (default all).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="Per-field settings, .yaml or .toml (see docs)."),
+    ] = None,
+    device: Annotated[
+        Device, typer.Option("--device", help="Where chunks are encoded: auto, cpu, cuda.")
+    ] = Device.auto,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify/--no-verify",
+            help="Read everything back with zarr-python and compare with the input first.",
+        ),
+    ] = True,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace OUT if it is an existing Zarr store.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+    ] = False,
+) -> None:
+    """Compress a store into sharded Zarr v3 with standard bitstreams.
+
+    Chunks hold whole samples; shards (one file each) group chunks so a loader reads a shard with
+    one request and decodes its chunks in one batch. The output is read back and compared with
+    the input before it appears (--no-verify skips that).
+
+    **Examples**
+
+        gpuds compress prep.zarr -o data.zarr
+
+        gpuds compress prep.zarr -o data.zarr --codec lz4 --chunk-mb 4 --shard-mb 256
+
+        gpuds compress prep.zarr -o data.zarr --codec auto --json
+
+        gpuds compress prep.zarr -o portable.zarr --no-shuffle   # any Zarr v3 reader
+    """
+    base = FieldSettings(CodecConfig(codec.value, level, shuffle), chunk_mb, shard_mb)
+    per_field: dict[str, FieldSettings] = {}
+    if config is not None:
+        base, per_field = load_compress_config(config, base)
+    with RichProgress(quiet or as_json) as progress:
+        summary = api.compress(
+            source,
+            out,
+            settings=base,
+            per_field=per_field,
+            fields=_names(fields) if fields else None,
+            device=device.value,
+            verify=verify,
+            overwrite=overwrite,
+            progress=progress,
+        )
+    if as_json:
+        _print_json(summary)
+        return
+    for label, table in summary["auto"].items():
+        trial = Table(title=f"--codec auto: {label}", show_edge=False)
+        for col in ("codec", "level", "shuffle", "ratio", "decode GB/s"):
+            trial.add_column(col)
+        for row in table:
+            trial.add_row(
+                row["name"], str(row["level"]), str(row["shuffle"]), f"{row['ratio']:.3f}",
+                f"{row['decode_gbps']:.2f}",
+            )  # fmt: skip
+        stdout.print(trial)
+    stdout.print(
+        f"[green]wrote[/green] {escape(summary['output'])}: {_human(summary['stored_bytes'])} "
+        f"for {_human(summary['logical_bytes'])} ({summary['ratio'] or 0:.2f}x) on "
+        f"{summary['device']} in {summary['seconds']:.1f} s"
+        + (", verified with zarr-python" if summary["verified"] else "")
     )
 
 

@@ -31,7 +31,9 @@ from zarr.codecs import BytesCodec
 
 from gpuds.backend import resolve
 from gpuds.codecs import GPU_ONLY, ChunkCodec, CodecConfig, chunk_codec, zarr_compressors
+from gpuds.codecs.auto import choose as choose_codec
 from gpuds.codecs.shard import encode_shard
+from gpuds.config import read_mapping
 from gpuds.errors import ConfigError, CorruptChunkError
 from gpuds.progress import NullProgress, Progress, check_cancelled
 from gpuds.store import (
@@ -44,7 +46,13 @@ from gpuds.store import (
     utc_now,
 )
 
-__all__ = ["DEFAULT_SHARD_MB", "FieldSettings", "compress", "shard_samples"]
+__all__ = [
+    "DEFAULT_SHARD_MB",
+    "FieldSettings",
+    "compress",
+    "load_compress_config",
+    "shard_samples",
+]
 
 DEFAULT_SHARD_MB = 128.0
 """Target shard size: one file, one request per shard, in the 64-256 MiB band object stores like."""
@@ -92,6 +100,42 @@ class FieldSettings:
                 raise ConfigError(f"'{key}' must be a positive number, got {value!r}")
             sizes[key] = float(value)
         return cls(codec, **sizes)
+
+
+def load_compress_config(
+    path: str | Path, base: FieldSettings | None = None
+) -> tuple[FieldSettings, dict[str, FieldSettings]]:
+    """Read a compress config: defaults for every field plus a ``fields`` table of overrides.
+
+    ::
+
+        codec: zstd          # every key optional; these override the command line's
+        level: 3
+        shuffle: true
+        chunk_mb: 1
+        shard_mb: 128
+        fields:
+          images: {codec: lz4}
+          labels: {codec: zstd, level: 9, shuffle: false}
+    """
+    data = read_mapping(path)
+    where = str(path)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping (codec, level, ..., fields)")
+    overrides = data.get("fields", {})
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{where}: 'fields' must map field names to settings")
+    try:
+        defaults = FieldSettings.from_dict({k: v for k, v in data.items() if k != "fields"}, base)
+        per_field = {
+            str(name): FieldSettings.from_dict(dict(value), defaults)
+            for name, value in overrides.items()
+        }
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from e
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: invalid field settings ({e})") from e
+    return defaults, per_field
 
 
 def shard_samples(chunk: int, sample_nbytes: int, shard_mb: float, length: int) -> int:
@@ -168,12 +212,17 @@ def compress(
         if name not in names:
             raise ConfigError(f"no field {name!r} in {source}; fields: {', '.join(sorted(names))}")
     plans = []
+    trials: dict[str, list[dict[str, Any]]] = {}
     for split, name, array in all_fields:
         if fields is not None and name not in fields:
             continue
         chosen = per_field.get(name, settings)
         nbytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
         chunk = chunk_samples_for(nbytes, chosen.chunk_mb, array.shape[0])
+        if chosen.codec.name == "auto":
+            picked, table = choose_codec(array, chunk)
+            trials[f"{split}/{name}" if split else name] = table
+            chosen = FieldSettings(picked, chosen.chunk_mb, chosen.shard_mb)
         shard = shard_samples(chunk, nbytes, chosen.shard_mb, array.shape[0])
         plans.append(_Plan(split, name, array, chosen, chunk, shard))
     if not plans:
@@ -213,6 +262,7 @@ def compress(
         "stored_bytes": stored,
         "ratio": round(logical / stored, 4) if stored else None,
         "verified": verify,
+        "auto": trials,
         "seconds": round(time.perf_counter() - started, 3),
     }
 

@@ -24,7 +24,7 @@ import yaml
 
 from gpuds.errors import ConfigError
 
-__all__ = ["PipelineConfig", "load_config"]
+__all__ = ["PipelineConfig", "load_config", "read_mapping"]
 
 _KEYS = ("seed", "fit_split", "block_mb", "chunk_mb", "ops")
 
@@ -86,8 +86,8 @@ class PipelineConfig:
         }
 
 
-def load_config(path: str | Path) -> PipelineConfig:
-    """Read a ``.yaml``/``.yml`` or ``.toml`` pipeline config."""
+def read_mapping(path: str | Path) -> Any:
+    """Parse a ``.yaml``/``.yml`` or ``.toml`` file; errors name the file (and line for YAML)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -96,11 +96,9 @@ def load_config(path: str | Path) -> PipelineConfig:
     suffix = path.suffix.lower()
     try:
         if suffix in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        elif suffix == ".toml":
-            data = tomllib.loads(text)
-        else:
-            raise ConfigError(f"{path}: config files must end in .yaml, .yml or .toml")
+            return yaml.safe_load(text)
+        if suffix == ".toml":
+            return tomllib.loads(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f" line {mark.line + 1}" if mark is not None else ""
@@ -108,4 +106,9 @@ def load_config(path: str | Path) -> PipelineConfig:
         raise ConfigError(f"{path}:{line}: invalid YAML ({problem})") from e
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML ({e})") from e
-    return PipelineConfig.from_dict(data, str(path))
+    raise ConfigError(f"{path}: config files must end in .yaml, .yml or .toml")
+
+
+def load_config(path: str | Path) -> PipelineConfig:
+    """Read a ``.yaml``/``.yml`` or ``.toml`` pipeline config."""
+    return PipelineConfig.from_dict(read_mapping(path), str(path))

@@ -25,7 +25,8 @@ from gpuds.errors import ConfigError
 
 __all__ = ["CODEC_NAMES", "ChunkCodec", "CodecConfig", "shuffle_bytes", "unshuffle_bytes"]
 
-CODEC_NAMES = ("zstd", "lz4", "gzip", "gdeflate", "bitcomp", "ans", "cascaded", "none")
+CODEC_NAMES = ("zstd", "lz4", "gzip", "gdeflate", "bitcomp", "ans", "cascaded", "none", "auto")
+"""``auto`` is resolved per field by :mod:`gpuds.codecs.auto` before anything is written."""
 
 
 @dataclass(frozen=True)
