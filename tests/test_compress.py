@@ -101,7 +101,7 @@ def test_one_sample_and_empty_split(tmp_path: Path):
 
 
 def test_cli_per_field_config_and_provenance(cli, tmp_path: Path):
-    raw, arrays = _dataset(tmp_path)
+    raw, _ = _dataset(tmp_path)
     before = tree_hash(raw)
     (tmp_path / "c.yaml").write_text(
         "codec: gzip\nlevel: 6\nfields:\n  float32: {codec: lz4, shuffle: false}\n"
