@@ -14,13 +14,14 @@ entry lies inside the shard before any chunk is touched.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import google_crc32c
 import numpy as np
 
 from gpuds.errors import CorruptChunkError
 
-__all__ = ["EMPTY", "encode_shard", "index_nbytes", "read_index"]
+__all__ = ["EMPTY", "encode_shard", "index_nbytes", "read_index", "write_shard"]
 
 EMPTY = 2**64 - 1
 
@@ -30,8 +31,7 @@ def index_nbytes(chunks: int) -> int:
     return 16 * chunks + 4
 
 
-def encode_shard(payloads: Sequence[bytes | None]) -> bytes:
-    """Concatenate encoded chunks (None: not stored) and append the CRC-protected index."""
+def _parts(payloads: Sequence[bytes | None]) -> list[bytes]:
     index = np.full((len(payloads), 2), EMPTY, dtype="<u8")
     parts: list[bytes] = []
     offset = 0
@@ -42,8 +42,21 @@ def encode_shard(payloads: Sequence[bytes | None]) -> bytes:
         parts.append(payload)
         offset += len(payload)
     index_bytes = index.tobytes()
-    crc = google_crc32c.value(index_bytes).to_bytes(4, "little")
-    return b"".join(parts) + index_bytes + crc
+    return [*parts, index_bytes, google_crc32c.value(index_bytes).to_bytes(4, "little")]
+
+
+def encode_shard(payloads: Sequence[bytes | None]) -> bytes:
+    """Concatenate encoded chunks (None: not stored) and append the CRC-protected index."""
+    return b"".join(_parts(payloads))
+
+
+def write_shard(path: Path, payloads: Sequence[bytes | None]) -> int:
+    """Write the shard of ``payloads`` to ``path`` in one file without joining it in memory;
+    return its size."""
+    parts = _parts(payloads)
+    with open(path, "wb") as fh:
+        fh.writelines(parts)
+    return sum(len(p) for p in parts)
 
 
 def read_index(shard: bytes | memoryview, chunks: int, key: str) -> np.ndarray:
