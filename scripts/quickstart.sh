@@ -23,4 +23,10 @@ gpuds preprocess "$DATA/raw.zarr" -o "$DATA/prep.zarr" --config configs/image-cl
 echo "== 5. gpuds inspect the result: splits, fitted statistics, history"
 gpuds inspect "$DATA/prep.zarr" --verify
 
-echo "== done: open the stores from Python with zarr.open_group('$DATA/prep.zarr') or gpuds.inspect()"
+echo "== 6. gpuds compress: sharded Zarr v3, zstd + byte shuffle, verified with zarr-python"
+gpuds compress "$DATA/prep.zarr" -o "$DATA/data.zarr"
+
+echo "== 7. gpuds inspect: ratio and portability per field"
+gpuds inspect "$DATA/data.zarr" --verify
+
+echo "== done: open the stores from Python with zarr.open_group('$DATA/data.zarr') or gpuds.inspect()"
