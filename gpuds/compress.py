@@ -231,10 +231,11 @@ def compress(
     backend = resolve(device)
     if backend.reason and device == "auto":
         progress.note(backend.reason)
-    if gpu_only:
+    if gpu_only and not backend.is_gpu:
         raise ConfigError(
-            f"codec {', '.join(gpu_only)} is GPU-only (nvCOMP) and gpuds cannot write it yet; "
-            "use --codec zstd, lz4 or gzip (portable: any machine can read them)"
+            f"codec {', '.join(gpu_only)} is GPU-only (nvCOMP) and needs a GPU to write "
+            f"({backend.reason or 'device ' + backend.name}); use --codec zstd, lz4 or gzip, "
+            "which any machine can read"
         )
     results: dict[str, dict[str, Any]] = {}
     with StoreWriter(out, overwrite=overwrite, inputs=[Path(str(source))]) as writer:

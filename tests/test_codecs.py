@@ -118,8 +118,47 @@ def test_gpu_only_codecs_need_a_gpu():
     for name in ("gdeflate", "bitcomp", "ans", "cascaded"):
         with pytest.raises(ConfigError, match="needs a GPU"):
             chunk_codec(CodecConfig(name), 4)
-        with pytest.raises(ConfigError, match="GPU-only"):
-            zarr_compressors(CodecConfig(name), 4)
+        (_shuffle, nvcomp) = zarr_compressors(CodecConfig(name), 4)
+        assert nvcomp.to_dict() == {
+            "name": "gpuds.nvcomp",
+            "configuration": {"algorithm": name, "level": None},
+        }
+
+
+_NAMES_GPU_CODEC = """
+import sys, zarr
+arr = zarr.open_array(sys.argv[1], mode="r")
+print(type(arr.metadata.codecs[-1]).__name__)
+try:
+    arr[:]
+except Exception as e:
+    print(type(e).__name__, e)
+"""
+
+
+def test_plain_zarr_python_names_gpu_only_codecs_and_explains(tmp_path: Path):
+    import os
+    import subprocess
+    import sys
+
+    import zarr
+
+    from gpuds.codecs.zarr_nvcomp import NvcompCodec
+
+    zarr.create_array(
+        tmp_path / "n.zarr", shape=(4,), chunks=(4,), dtype="f4",
+        compressors=[NvcompCodec(algorithm="cascaded")],
+    )  # fmt: skip
+    os.makedirs(tmp_path / "n.zarr" / "c")
+    (tmp_path / "n.zarr" / "c" / "0").write_bytes(b"written by nvCOMP on a GPU")
+    done = subprocess.run(
+        [sys.executable, "-c", _NAMES_GPU_CODEC, str(tmp_path / "n.zarr")],
+        capture_output=True, text=True, check=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )  # fmt: skip
+    name, error = done.stdout.strip().splitlines()
+    assert name == "NvcompCodec"
+    assert error.startswith("DeviceError") and "gpuds.nvcomp (cascaded)" in error
+    assert "--codec zstd" in error
 
 
 def test_codec_config_round_trip_and_validation():

@@ -50,11 +50,6 @@ def zarr_compressors(config: CodecConfig, itemsize: int) -> list[Any]:
     """The zarr-python codec objects to put after ``bytes`` for ``config``."""
     from zarr.codecs import GzipCodec, ZstdCodec
 
-    if config.name in GPU_ONLY:
-        raise ConfigError(
-            f"codec {config.name!r} is GPU-only (nvCOMP) and not available in this version's "
-            "stores; use zstd, lz4 or gzip"
-        )
     chain: list[Any] = []
     with warnings.catch_warnings():
         # zarr warns that numcodecs.* codecs are not in the Zarr v3 spec: that is the
@@ -71,6 +66,10 @@ def zarr_compressors(config: CodecConfig, itemsize: int) -> list[Any]:
             chain.append(GzipCodec(level=level if level is not None else 5))
         elif config.name == "lz4":
             chain.append(zn.LZ4(acceleration=level or 1))
+        elif config.name in GPU_ONLY:
+            from gpuds.codecs.zarr_nvcomp import NvcompCodec
+
+            chain.append(NvcompCodec(algorithm=config.name, level=config.level))
     return chain
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "check_stat_length",
     "parse_float_dtype",
     "parse_per",
+    "refuse_infinite",
     "require_numeric",
     "stat_array",
     "stat_list",
@@ -71,7 +72,9 @@ def parse_float_dtype(config: Mapping[str, Any], where: str) -> np.dtype[Any]:
     return np.dtype(str(name))
 
 
-def require_numeric(specs: Mapping[str, Spec], names: Sequence[str], where: str, kinds: str) -> None:
+def require_numeric(
+    specs: Mapping[str, Spec], names: Sequence[str], where: str, kinds: str
+) -> None:
     """Each field must hold plain numbers: a dtype of ``kinds`` and not a category/label/mask."""
     for name in names:
         spec = specs[name]
@@ -142,6 +145,20 @@ def _require_channels(count: np.ndarray, field: str, where: str, what: str) -> N
         raise SourceError(
             f"{where}: {name} has no {what} to fit on (every value is missing or NaN, or the fit "
             f"data is empty); fill or drop the missing values first, or leave the field out"
+        )
+
+
+def refuse_infinite(ranges: RunningMinMax, field: str, where: str, why: str) -> None:
+    """A statistic that ``±inf`` makes meaningless: name the first channel holding one."""
+    if ranges.infinite is None:
+        return
+    infinite = np.flatnonzero(ranges.infinite)
+    if infinite.size:
+        channel = channel_name(field, int(infinite[0]), ranges.infinite.shape[0])
+        op = where.removeprefix("op ")
+        raise SourceError(
+            f"{where}: {channel} holds ±inf values, so {why}; run 'clip' or 'drop_invalid' "
+            f"before {op}"
         )
 
 
@@ -238,10 +255,13 @@ class Histogram:
         if x2.dtype.kind == "f":
             ok = ok & ~xp.isnan(x2)
         if self.exact:
-            lo = xp.asarray(self.lo.astype(x2.dtype))
-            # In range by construction (lo <= every valid value <= hi), so no wrap-around.
-            shifted = xp.where(ok, x2, lo) - lo
-            index = xp.minimum(shifted.astype(xp.int64), self.bins - 1)
+            # Valid values lie in [lo, lo + span] with span < 2**16 (fitted on the same data):
+            # unsigned differences cannot wrap; signed ones could in their own dtype (int16:
+            # 29999 - -30000), so those subtract in int64.
+            wide = x2.dtype if x2.dtype.kind == "u" else np.dtype(np.int64)
+            lo = xp.asarray(self.lo.astype(wide))
+            shifted = (xp.where(ok, x2, lo).astype(wide) - lo).astype(xp.int64)
+            index = xp.clip(shifted, 0, self.bins - 1)
         else:
             lo64 = xp.asarray(self.lo.astype(np.float64))
             width = xp.asarray(np.where(self.width > 0, self.width, 1.0))
@@ -250,7 +270,8 @@ class Histogram:
         flat = index + xp.arange(x2.shape[1], dtype=xp.int64) * self.bins
         # Weights instead of boolean indexing: no data-dependent shape, so no device sync.
         counts = xp.bincount(
-            flat.reshape(-1), weights=ok.reshape(-1).astype(xp.float64),
+            flat.reshape(-1),
+            weights=ok.reshape(-1).astype(xp.float64),
             minlength=x2.shape[1] * self.bins,
         )
         self.counts = counts if self.counts is None else self.counts + counts
