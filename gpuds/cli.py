@@ -308,6 +308,23 @@ def _human(n: int | None) -> str:
     return f"{size:.1f} TiB"
 
 
+def _compact(value: Any, limit: int = 400) -> str:
+    """One readable line for nested settings or statistics (the full text is in --json)."""
+
+    def shorten(v: Any) -> Any:
+        if isinstance(v, float):
+            return float(f"{v:.4g}")
+        if isinstance(v, list):
+            items = [shorten(x) for x in v[:8]]
+            return [*items, f"... {len(v)} in all"] if len(v) > 8 else items
+        if isinstance(v, dict):
+            return {k: shorten(x) for k, x in v.items()}
+        return v
+
+    text = json.dumps(shorten(value), separators=(", ", ": "))
+    return text if len(text) <= limit else text[: limit - 20] + " ... (see --json)"
+
+
 def _codec_label(names: list[str]) -> str:
     """``["sharding_indexed", "bytes", "numcodecs.shuffle", "zstd"]`` → ``shard(shuffle+zstd)``."""
     short = [n.removeprefix("numcodecs.") for n in names if n != "bytes"]
@@ -359,8 +376,9 @@ def _render_inspect(report: dict[str, Any]) -> None:
             shown = ", ".join(names[:20]) + (f", … ({len(names)})" if len(names) > 20 else "")
             node.add(f"{escape(field)}: {escape(shown)}")
     if report["stats"]:
-        node = tree.add("statistics")
-        node.add(escape(json.dumps(report["stats"])[:2000]))
+        node = tree.add("statistics (fitted)")
+        for entry in report["stats"].get("ops", []) if isinstance(report["stats"], dict) else []:
+            node.add(escape(f"{entry['op']} (op {entry['index'] + 1}): {_compact(entry['stats'])}"))
     if report["sources"]:
         node = tree.add("sources")
         for src in report["sources"]:
@@ -370,8 +388,9 @@ def _render_inspect(report: dict[str, Any]) -> None:
     if report["history"]:
         node = tree.add("history")
         for step in report["history"]:
-            settings = json.dumps(step.get("settings", {}), separators=(",", ":"))
-            node.add(escape(f"{step.get('time')} {step.get('stage')}: {settings}"))
+            node.add(
+                escape(f"{step.get('time')} {step.get('stage')}: {_compact(step.get('settings'))}")
+            )
     if report["fingerprint"]:
         tree.add(f"fingerprint {report['fingerprint']}")
     levels = sorted({f["portability"] for f in report["fields"]})
