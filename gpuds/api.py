@@ -12,8 +12,11 @@ from gpuds.backend import resolve as resolve_device
 from gpuds.codecs import CodecConfig
 from gpuds.compress import FieldSettings, compress, load_compress_config
 from gpuds.config import PipelineConfig, load_config
+from gpuds.dataset import Dataset
+from gpuds.dataset import open_dataset as open
 from gpuds.ingest import ingest
 from gpuds.inspection import inspect_store as inspect
+from gpuds.loader import Loader, shuffle_quality
 from gpuds.preprocess import preprocess
 from gpuds.sources import FORMATS, ReadOptions
 from gpuds.store import open_store, read_info
@@ -21,7 +24,9 @@ from gpuds.store import open_store, read_info
 __all__ = [
     "FORMATS",
     "CodecConfig",
+    "Dataset",
     "FieldSettings",
+    "Loader",
     "PipelineConfig",
     "ReadOptions",
     "compress",
@@ -29,8 +34,10 @@ __all__ = [
     "inspect",
     "load_compress_config",
     "load_config",
+    "open",
     "open_store",
     "preprocess",
     "read_info",
     "resolve_device",
+    "shuffle_quality",
 ]
