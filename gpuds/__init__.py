@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 # this one message is silenced; every other warning is left alone.
 warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
 
-from gpuds.api import (
+from gpuds.api import (  # noqa: E402 - after the warning filter, on purpose
     FORMATS,
     CodecConfig,
     Dataset,
@@ -36,7 +36,7 @@ from gpuds.api import (
     resolve_device,
     shuffle_quality,
 )
-from gpuds.errors import GpudsError
+from gpuds.errors import GpudsError  # noqa: E402
 
 __all__ = [
     "FORMATS",

@@ -2,9 +2,12 @@
 
 Reading plan (the same on CPU and GPU):
 
-- The dataset is cut into **units** of ``U`` consecutive samples, ``U`` being the largest chunk
-  (in samples) of the requested fields, so a unit decodes whole chunks of every field (chunk
-  sizes are powers of two and nest, docs/FORMAT.md). Only the requested fields are read.
+- The dataset is cut into **units** of ``U`` consecutive samples, ``U`` being the chunk length of
+  the requested field with the most bytes per sample (the one decoding costs most), so a unit is
+  one chunk of it. Fields with shorter chunks decode whole chunks inside the unit (chunk lengths
+  are powers of two and nest, docs/FORMAT.md); fields with longer chunks (light ones such as
+  labels) are decoded a whole chunk at a time and kept in a small cache while units use them.
+  Only the requested fields are read.
 - **Epoch order**, deterministic from ``(seed, epoch)``: the units are permuted; consecutive
   groups of ``shuffle_window`` units form *windows*; the samples of a window are permuted. The
   concatenated windows are the epoch's *stream*: every sample exactly once. Without ``shuffle``
@@ -31,7 +34,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gpuds.backend import Backend, resolve
+from gpuds.codecs.reader import chunk_reader
 from gpuds.errors import ConfigError, CorruptChunkError
 
 if TYPE_CHECKING:
@@ -49,6 +54,17 @@ __all__ = ["STATE_VERSION", "EpochPlan", "Loader", "shuffle_quality"]
 
 STATE_VERSION = 1
 DEFAULT_WINDOW = 16
+_CACHE_CHUNKS = 64  # decoded chunks of light fields kept (each at most a chunk, ~1 MiB)
+
+
+def _sample_nbytes(array: Any) -> int:
+    return int(np.prod(array.shape[1:], dtype=np.int64)) * int(array.dtype.itemsize)
+
+
+@dataclass
+class _WindowData:
+    buffers: dict[str, np.ndarray]
+    futures: list[Future[None]]
 
 
 @dataclass(frozen=True)
@@ -282,7 +298,16 @@ class Loader:
         self.workers = workers or os.cpu_count() or 1
         self.backend: Backend = resolve(device)
         self.device_note = self.backend.reason if device == "auto" else ""
-        self.unit = max(int(dataset.arrays[f].chunks[0]) for f in names) if len(dataset) else 1
+        # The unit follows the field that costs the most to decode (most bytes per sample);
+        # fields with longer chunks are read a whole chunk at a time through a small cache.
+        heaviest = max(names, key=lambda f: _sample_nbytes(dataset.arrays[f]))
+        self.unit = int(dataset.arrays[heaviest].chunks[0]) if len(dataset) else 1
+        self._cache: OrderedDict[tuple[str, int], Future[np.ndarray]] = OrderedDict()
+        self._dtypes = {f: np.dtype(dataset.arrays[f].dtype) for f in names}
+        self._readers = {
+            f: chunk_reader(dataset.arrays[f], f"{dataset.path} field {f!r}") for f in names
+        }
+        self._cache_lock = threading.Lock()
         self.epoch = 0
         self._position = 0
 
@@ -353,91 +378,183 @@ class Loader:
         self._position = int(state["position"])
 
     # -- reading ----------------------------------------------------------------------------
+    def _read(self, name: str, start: int, stop: int) -> np.ndarray:
+        reader = self._readers[name]
+        if reader is not None:
+            first, last = start // reader.chunk, (stop - 1) // reader.chunk
+            parts = [reader.read(i) for i in range(first, last + 1)]
+            whole = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            return whole[start - first * reader.chunk : stop - first * reader.chunk]
+        try:
+            return np.asarray(self.dataset.arrays[name][start:stop])
+        except Exception as e:  # zarr and the codecs raise many types for damaged data
+            raise CorruptChunkError(
+                f"{self.dataset.path}: field {name!r}, samples {start}..{stop}: cannot be "
+                f"decoded ({type(e).__name__}: {e})"
+            ) from e
+
+    def _read_chunk(self, name: str, index: int) -> np.ndarray:
+        """A whole chunk of a field whose chunks are longer than the unit, decoded once."""
+        chunk = int(self.dataset.arrays[name].chunks[0])
+        key = (name, index)
+        with self._cache_lock:
+            future = self._cache.get(key)
+            if future is None:
+                future = Future()
+                self._cache[key] = future
+                owner = True
+                while len(self._cache) > _CACHE_CHUNKS:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(key)
+                owner = False
+        if owner:
+            try:
+                start = index * chunk
+                future.set_result(self._read(name, start, min(start + chunk, len(self.dataset))))
+            except BaseException as e:
+                future.set_exception(e)
+                with self._cache_lock:
+                    self._cache.pop(key, None)
+        return future.result()
+
     def _read_unit(self, u: int) -> dict[str, Any]:
         start = u * self.unit
         stop = min(start + self.unit, len(self.dataset))
         out = {}
         for name in self.fields:
-            array = self.dataset.arrays[name]
-            try:
-                values = array[start:stop]
-            except Exception as e:  # zarr and the codecs raise many types for damaged data
-                raise CorruptChunkError(
-                    f"{self.dataset.path}: field {name!r}, samples {start}..{stop}: cannot be "
-                    f"decoded ({type(e).__name__}: {e})"
-                ) from e
-            out[name] = np.asarray(values)
+            chunk = int(self.dataset.arrays[name].chunks[0])
+            if chunk <= self.unit:
+                out[name] = self._read(name, start, stop)
+            else:
+                first = start // chunk * chunk
+                out[name] = self._read_chunk(name, start // chunk)[start - first : stop - first]
         return out
+
+    def _batches(self, plan: EpochPlan, start: int) -> Iterator[list[tuple[int, np.ndarray]]]:
+        """The rank's remaining batches, each as pieces ``(window, local positions)``."""
+        pieces: list[tuple[int, np.ndarray]] = []
+        filled = 0
+        orders: dict[int, np.ndarray] = {}
+        for w, a, b in plan.segments(start, plan.hi):
+            if w not in orders:
+                orders = {w: plan.local_order(w)}  # one window's order in memory at a time
+            pos = a
+            while pos < b:
+                take = min(b - pos, self.batch_size - filled)
+                pieces.append((w, orders[w][pos : pos + take]))
+                filled += take
+                pos += take
+                if filled == self.batch_size:
+                    yield pieces
+                    pieces, filled = [], 0
+        if pieces and not self.drop_last:
+            yield pieces
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         plan = self.plan()
         start = plan.lo + self._position
-        segments = list(plan.segments(start, plan.hi))
-        windows = list(dict.fromkeys(w for w, _, _ in segments))
-        xp = self.backend.xp
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="gpuds-load") as pool:
-            ahead: deque[tuple[int, list[Future[dict[str, Any]]]]] = deque()
-            queued = 0
+        specs = self._batches(plan, start)
+        order_of_windows = list(dict.fromkeys(w for w, _, _ in plan.segments(start, plan.hi)))
+        rank_of = {w: i for i, w in enumerate(order_of_windows)}
+        windows: dict[int, _WindowData] = {}
+        users: dict[int, int] = {}
+        depth = max(2, 2 * self.workers)
+        with (
+            ThreadPoolExecutor(self.workers, thread_name_prefix="gpuds-decode") as decode,
+            ThreadPoolExecutor(
+                max(1, self.workers // 2), thread_name_prefix="gpuds-batch"
+            ) as assemble,
+        ):
+            opened = 0
 
-            def fill() -> None:
-                nonlocal queued
-                while queued < len(windows) and len(ahead) <= self.prefetch:
-                    w = windows[queued]
-                    ahead.append(
-                        (w, [pool.submit(self._read_unit, u) for u in plan.windows[w].units])
-                    )
-                    queued += 1
+            def open_windows(upto: int) -> None:
+                # Decode windows in stream order, up to `prefetch` beyond the one needed now.
+                nonlocal opened
+                while opened < len(order_of_windows) and opened <= upto + self.prefetch:
+                    w = order_of_windows[opened]
+                    windows[w] = self._open_window(plan, w, decode)
+                    opened += 1
 
-            batch: dict[str, Any] | None = None
-            filled = 0
-            current: tuple[int, list[dict[str, Any]], np.ndarray, np.ndarray] | None = None
-            for w, a, b in segments:
-                if current is None or current[0] != w:
-                    fill()
-                    ready_w, futures = ahead.popleft()
-                    assert ready_w == w
-                    units = [f.result() for f in futures]
-                    sizes = np.array([plan.unit_size(u) for u in plan.windows[w].units])
-                    current = (
-                        w,
-                        units,
-                        np.concatenate([[0], np.cumsum(sizes)]),
-                        plan.local_order(w),
-                    )
-                    fill()
-                _, units, bounds, order = current
-                pos = a
-                while pos < b:
-                    if batch is None:
-                        batch = self._new_batch(units[0])
-                        filled = 0
-                    take = min(b - pos, self.batch_size - filled)
-                    local = order[pos : pos + take]
-                    slot = np.searchsorted(bounds, local, side="right") - 1
-                    for s in np.unique(slot).tolist():
-                        hit = np.flatnonzero(slot == s)
-                        offsets = local[hit] - bounds[s]
-                        for name in self.fields:
-                            batch[name][filled + hit] = units[s][name][offsets]
-                    filled += take
-                    pos += take
-                    if filled == self.batch_size:
-                        yield self._hand_out(batch, filled, xp)
-                        batch = None
-            if batch is not None and filled and not self.drop_last:
-                yield self._hand_out(batch, filled, xp)
+            pending: deque[tuple[Future[dict[str, Any]], list[int]]] = deque()
+            exhausted = False
+            while True:
+                while not exhausted and len(pending) < depth:
+                    spec = next(specs, None)
+                    if spec is None:
+                        exhausted = True
+                        break
+                    used = list(dict.fromkeys(w for w, _ in spec))
+                    open_windows(max(rank_of[w] for w in used))
+                    for w in used:
+                        users[w] = users.get(w, 0) + 1
+                    data = {w: windows[w] for w in used}
+                    pending.append((assemble.submit(self._assemble, spec, data), used))
+                if not pending:
+                    break
+                future, used = pending.popleft()
+                batch = future.result()
+                for w in used:
+                    users[w] -= 1
+                    if users[w] == 0:  # no queued batch needs this window: free its buffers
+                        windows.pop(w, None)
+                        users.pop(w)
+                yield self._hand_out(batch, len(batch[self.fields[0]]))
         self._position = 0
 
-    def _new_batch(self, unit: dict[str, Any]) -> dict[str, Any]:
-        return {
-            name: np.empty((self.batch_size, *unit[name].shape[1:]), dtype=unit[name].dtype)
+    def _open_window(self, plan: EpochPlan, w: int, pool: ThreadPoolExecutor) -> _WindowData:
+        """Allocate a window's buffers and queue the decoding of its units into them."""
+        window = plan.windows[w]
+        buffers = {
+            name: np.empty((window.size, *self.dataset.arrays[name].shape[1:]), self._dtypes[name])
             for name in self.fields
         }
+        futures = []
+        offset = 0
+        for u in window.units:
+            futures.append(pool.submit(self._read_unit_into, u, buffers, offset))
+            offset += plan.unit_size(u)
+        return _WindowData(buffers, futures)
 
-    def _hand_out(self, batch: dict[str, Any], filled: int, xp: Any) -> dict[str, Any]:
+    def _read_unit_into(self, u: int, buffers: dict[str, np.ndarray], offset: int) -> None:
+        start = u * self.unit
+        stop = min(start + self.unit, len(self.dataset))
+        rows = slice(offset, offset + stop - start)
+        for name in self.fields:
+            reader = self._readers[name]
+            if reader is not None and reader.chunk == self.unit and stop - start == self.unit:
+                reader.read_into(u, buffers[name][rows])  # straight into the window: no copy
+            elif reader is not None and reader.chunk > self.unit:
+                first = start // reader.chunk * reader.chunk
+                chunk = self._read_chunk(name, start // reader.chunk)
+                buffers[name][rows] = chunk[start - first : stop - first]
+            else:
+                buffers[name][rows] = self._read(name, start, stop)
+
+    def _assemble(
+        self, spec: list[tuple[int, np.ndarray]], windows: dict[int, _WindowData]
+    ) -> dict[str, np.ndarray]:
+        """Gather one batch from decoded windows (on a worker thread: numpy's take releases the
+        GIL, so batches are assembled in parallel with decoding)."""
+        total = sum(len(local) for _, local in spec)
+        batch = {
+            name: np.empty((total, *self.dataset.arrays[name].shape[1:]), self._dtypes[name])
+            for name in self.fields
+        }
+        filled = 0
+        for w, local in spec:
+            data = windows[w]
+            for future in data.futures:
+                future.result()  # re-raises a decoding error in the consumer's thread
+            for name in self.fields:
+                np.take(
+                    data.buffers[name], local, axis=0, out=batch[name][filled : filled + len(local)]
+                )
+            filled += len(local)
+        return batch
+
+    def _hand_out(self, batch: dict[str, Any], filled: int) -> dict[str, Any]:
         self._position += filled
-        if filled < self.batch_size:
-            batch = {name: values[:filled] for name, values in batch.items()}
         if self.backend.is_gpu:
-            return {name: xp.asarray(values) for name, values in batch.items()}
+            return {name: self.backend.xp.asarray(values) for name, values in batch.items()}
         return batch

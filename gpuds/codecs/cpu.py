@@ -120,21 +120,45 @@ class CpuChunkCodec(ChunkCodec):
             )
         return unshuffle_bytes(raw, self.itemsize) if self.shuffle else raw
 
+    def decode_into(self, payload: bytes | memoryview, out: np.ndarray, key: str) -> None:
+        """Decode one payload straight into ``out`` (``uint8``, C-contiguous, exactly the chunk's
+        size), saving the copy of :meth:`decode`; same checks."""
+        size = out.nbytes
+        try:
+            if self.config.name in ("zstd", "lz4") and not self.shuffle:
+                self._check_header(payload, size)
+                self._compressor.decode(payload, out=out)
+                return
+            raw = self._decompress(payload, size)
+        except CorruptChunkError:
+            raise
+        except Exception as e:  # each library raises its own types for damaged input
+            raise CorruptChunkError(f"corrupt chunk {key}: {type(e).__name__}: {e}") from e
+        if raw.nbytes != size:
+            raise CorruptChunkError(
+                f"corrupt chunk {key}: decodes to {raw.nbytes} bytes, expected {size}"
+            )
+        out[...] = unshuffle_bytes(raw, self.itemsize) if self.shuffle else raw
+
+    def _check_header(self, payload: bytes | memoryview, size: int) -> None:
+        """The size a zstd frame header or an lz4 prefix declares must be ``size``."""
+        if self.config.name == "zstd":
+            declared = zstd_content_size(payload)
+            if declared is not None and declared != size:
+                raise ValueError(f"frame declares {declared} bytes, expected {size}")
+        elif self.config.name == "lz4":
+            if len(payload) < 4:
+                raise ValueError("payload shorter than the 4-byte size prefix")
+            prefix = struct.unpack_from("<I", memoryview(payload), 0)[0]
+            if prefix != size:
+                raise ValueError(f"size prefix says {prefix} bytes, expected {size}")
+
     def _decompress(self, payload: bytes | memoryview, size: int) -> np.ndarray:
         name = self.config.name
         if name == "none":
             return np.frombuffer(payload, dtype=np.uint8)
-        if name == "zstd":
-            declared = zstd_content_size(payload)
-            if declared is not None and declared != size:
-                raise ValueError(f"frame declares {declared} bytes, expected {size}")
-        elif name == "lz4":
-            if len(payload) < 4:
-                raise ValueError("payload shorter than the 4-byte size prefix")
-            declared = struct.unpack_from("<I", memoryview(payload), 0)[0]
-            if declared != size:
-                raise ValueError(f"size prefix says {declared} bytes, expected {size}")
-        elif name == "gzip":
+        self._check_header(payload, size)
+        if name == "gzip":
             inflater = zlib.decompressobj(wbits=31)
             data = inflater.decompress(payload, size)
             if inflater.unconsumed_tail or not inflater.eof:

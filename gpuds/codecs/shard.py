@@ -21,7 +21,14 @@ import numpy as np
 
 from gpuds.errors import CorruptChunkError
 
-__all__ = ["EMPTY", "encode_shard", "index_nbytes", "read_index", "write_shard"]
+__all__ = [
+    "EMPTY",
+    "encode_shard",
+    "index_nbytes",
+    "parse_index",
+    "read_index",
+    "write_shard",
+]
 
 EMPTY = 2**64 - 1
 
@@ -60,21 +67,29 @@ def write_shard(path: Path, payloads: Sequence[bytes | None]) -> int:
 
 
 def read_index(shard: bytes | memoryview, chunks: int, key: str) -> np.ndarray:
-    """The ``(chunks, 2)`` index of a shard, validated; raises naming ``key`` if damaged."""
+    """The ``(chunks, 2)`` index of a whole shard, validated; raises naming ``key`` if damaged."""
     view = memoryview(shard)
+    return parse_index(bytes(view[-index_nbytes(chunks) :]), len(view), chunks, key)
+
+
+def parse_index(tail: bytes, length: int, chunks: int, key: str) -> np.ndarray:
+    """Validate the index found in the last bytes ``tail`` of a shard of ``length`` bytes.
+
+    Checks the length, the CRC-32C, and that every stored chunk lies before the index, so a
+    reader can trust the offsets without reading the rest of the shard first.
+    """
     size = index_nbytes(chunks)
-    if len(view) < size:
+    if length < size or len(tail) != size:
         raise CorruptChunkError(
-            f"corrupt shard {key}: {len(view)} bytes, shorter than its {size}-byte index"
+            f"corrupt shard {key}: {length} bytes, shorter than its {size}-byte index"
         )
-    index_bytes = bytes(view[len(view) - size : len(view) - 4])
-    crc = int.from_bytes(view[len(view) - 4 :], "little")
+    index_bytes, crc = tail[:-4], int.from_bytes(tail[-4:], "little")
     if google_crc32c.value(index_bytes) != crc:
         raise CorruptChunkError(
             f"corrupt shard {key}: index checksum mismatch (truncated or damaged)"
         )
     index = np.frombuffer(index_bytes, dtype="<u8").reshape(chunks, 2)
-    data_end = len(view) - size
+    data_end = length - size
     for i, (offset, nbytes) in enumerate(index.tolist()):
         if offset == EMPTY and nbytes == EMPTY:
             continue
