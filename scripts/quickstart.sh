@@ -29,4 +29,21 @@ gpuds compress "$DATA/prep.zarr" -o "$DATA/data.zarr"
 echo "== 7. gpuds inspect: ratio and portability per field"
 gpuds inspect "$DATA/data.zarr" --verify
 
-echo "== done: open the stores from Python with zarr.open_group('$DATA/data.zarr') or gpuds.inspect()"
+echo "== 8. the training loader: one shuffled epoch of the train split, batches of 32"
+python - "$DATA/data.zarr" <<'PY'
+import sys, time
+import gpuds
+
+train = gpuds.open(sys.argv[1])["train"]
+loader = train.loader(batch_size=32, fields=["images", "labels"], seed=0, device="auto")
+start, seen = time.perf_counter(), 0
+for batch in loader:
+    seen += len(batch["labels"])
+seconds = time.perf_counter() - start
+print(f"{seen} of {len(train)} samples in {len(loader)} batches of {batch['images'].shape[1:]} "
+      f"{batch['images'].dtype} on {loader.backend.name}: {seen / seconds:,.0f} samples/s")
+print("fitted statistics available to training:", list(train.stats))
+PY
+
+echo "== done: train on it with examples/train_torch.py (pip install torch), or open the stores"
+echo "   with zarr.open_group('$DATA/data.zarr') / gpuds.open('$DATA/data.zarr')"
