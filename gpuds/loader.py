@@ -57,13 +57,24 @@ DEFAULT_WINDOW = 16
 _CACHE_CHUNKS = 64  # decoded chunks of light fields kept (each at most a chunk, ~1 MiB)
 
 
+def _pinned(nbytes: int) -> np.ndarray:
+    """A page-locked host buffer (fast, asynchronous copies to the device), else a plain one."""
+    try:
+        import cupyx
+
+        pinned: np.ndarray = cupyx.empty_pinned((nbytes,), dtype=np.uint8)
+        return pinned
+    except ImportError:
+        return np.empty(nbytes, dtype=np.uint8)
+
+
 def _sample_nbytes(array: Any) -> int:
     return int(np.prod(array.shape[1:], dtype=np.int64)) * int(array.dtype.itemsize)
 
 
 @dataclass
 class _WindowData:
-    buffers: dict[str, np.ndarray]
+    buffers: dict[str, Any]
     futures: list[Future[None]]
 
 
@@ -307,6 +318,18 @@ class Loader:
         self._readers = {
             f: chunk_reader(dataset.arrays[f], f"{dataset.path} field {f!r}") for f in names
         }
+        # On a GPU, the unit-sized fields gpuds can read directly are decoded there by nvCOMP;
+        # light fields (longer chunks, e.g. labels) are decoded on the host and copied.
+        self._gpu_codecs: dict[str, Any] = {}
+        if self.backend.is_gpu:
+            from gpuds.codecs.nvcomp import NvcompChunkCodec
+
+            for f in names:
+                reader = self._readers[f]
+                if reader is not None and reader.chunk == self.unit:
+                    self._gpu_codecs[f] = NvcompChunkCodec(
+                        reader.codec.config, self._dtypes[f].itemsize, self._dtypes[f]
+                    )
         self._cache_lock = threading.Lock()
         self.epoch = 0
         self._position = 0
@@ -505,6 +528,10 @@ class Loader:
     def _open_window(self, plan: EpochPlan, w: int, pool: ThreadPoolExecutor) -> _WindowData:
         """Allocate a window's buffers and queue the decoding of its units into them."""
         window = plan.windows[w]
+        if self.backend.is_gpu:
+            data = _WindowData({}, [])
+            data.futures.append(pool.submit(self._decode_window_gpu, plan, w, data.buffers))
+            return data
         buffers = {
             name: np.empty((window.size, *self.dataset.arrays[name].shape[1:]), self._dtypes[name])
             for name in self.fields
@@ -516,29 +543,81 @@ class Loader:
             offset += plan.unit_size(u)
         return _WindowData(buffers, futures)
 
-    def _read_unit_into(self, u: int, buffers: dict[str, np.ndarray], offset: int) -> None:
+    def _decode_window_gpu(self, plan: EpochPlan, w: int, buffers: dict[str, Any]) -> None:
+        """Decode one window on the device, on a stream of its own (overlapping the consumer):
+        per field, the window's compressed chunks go to the device in one copy from pinned
+        memory and are decoded by one batched nvCOMP call (un-shuffled there too)."""
+        xp = self.backend.xp
+        units = plan.windows[w].units
+        sizes = [plan.unit_size(u) for u in units]
+        stream = xp.cuda.Stream(non_blocking=True)
+        with stream:
+            for name in self.fields:
+                codec = self._gpu_codecs.get(name)
+                reader = self._readers[name]
+                if codec is None or reader is None:
+                    host = np.empty(
+                        (sum(sizes), *self.dataset.arrays[name].shape[1:]), self._dtypes[name]
+                    )
+                    offset = 0
+                    for u, n in zip(units, sizes, strict=True):
+                        self._read_unit_field_into(name, u, host[offset : offset + n])
+                        offset += n
+                    buffers[name] = xp.asarray(host)
+                    continue
+                payloads, keys = [], []
+                for u in units:
+                    payload, where = reader._payload(u)
+                    if payload is None:
+                        raise CorruptChunkError(f"missing chunk {reader.label} {where}")
+                    payloads.append(payload)
+                    keys.append(f"{reader.label} {where}")
+                lengths = [len(p) for p in payloads]
+                staging = _pinned(sum(lengths))
+                staging[:] = np.frombuffer(b"".join(payloads), dtype=np.uint8)
+                device = xp.asarray(staging)  # one host-to-device copy for the window
+                offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist()
+                raw = codec.decode_device(
+                    device, offsets, lengths, [reader.chunk_nbytes] * len(units), keys
+                )
+                values = raw.view(self._dtypes[name]).reshape(
+                    (len(units) * self.unit, *reader.sample_shape)
+                )
+                if any(n != self.unit for n in sizes):  # the dataset's last, partial unit
+                    keep = np.concatenate(
+                        [np.arange(i * self.unit, i * self.unit + n) for i, n in enumerate(sizes)]
+                    )
+                    values = xp.take(values, xp.asarray(keep), axis=0)
+                buffers[name] = values
+            stream.synchronize()
+
+    def _read_unit_field_into(self, name: str, u: int, rows: np.ndarray) -> None:
         start = u * self.unit
         stop = min(start + self.unit, len(self.dataset))
-        rows = slice(offset, offset + stop - start)
+        reader = self._readers[name]
+        if reader is not None and reader.chunk == self.unit and stop - start == self.unit:
+            reader.read_into(u, rows)  # straight into the window: no copy
+        elif reader is not None and reader.chunk > self.unit:
+            first = start // reader.chunk * reader.chunk
+            chunk = self._read_chunk(name, start // reader.chunk)
+            rows[...] = chunk[start - first : stop - first]
+        else:
+            rows[...] = self._read(name, start, stop)
+
+    def _read_unit_into(self, u: int, buffers: dict[str, np.ndarray], offset: int) -> None:
+        n = min(self.unit, len(self.dataset) - u * self.unit)
         for name in self.fields:
-            reader = self._readers[name]
-            if reader is not None and reader.chunk == self.unit and stop - start == self.unit:
-                reader.read_into(u, buffers[name][rows])  # straight into the window: no copy
-            elif reader is not None and reader.chunk > self.unit:
-                first = start // reader.chunk * reader.chunk
-                chunk = self._read_chunk(name, start // reader.chunk)
-                buffers[name][rows] = chunk[start - first : stop - first]
-            else:
-                buffers[name][rows] = self._read(name, start, stop)
+            self._read_unit_field_into(name, u, buffers[name][offset : offset + n])
 
     def _assemble(
         self, spec: list[tuple[int, np.ndarray]], windows: dict[int, _WindowData]
     ) -> dict[str, np.ndarray]:
         """Gather one batch from decoded windows (on a worker thread: numpy's take releases the
         GIL, so batches are assembled in parallel with decoding)."""
+        xp = self.backend.xp
         total = sum(len(local) for _, local in spec)
         batch = {
-            name: np.empty((total, *self.dataset.arrays[name].shape[1:]), self._dtypes[name])
+            name: xp.empty((total, *self.dataset.arrays[name].shape[1:]), self._dtypes[name])
             for name in self.fields
         }
         filled = 0
@@ -546,15 +625,13 @@ class Loader:
             data = windows[w]
             for future in data.futures:
                 future.result()  # re-raises a decoding error in the consumer's thread
+            index = xp.asarray(local) if self.backend.is_gpu else local
             for name in self.fields:
-                np.take(
-                    data.buffers[name], local, axis=0, out=batch[name][filled : filled + len(local)]
-                )
+                rows = batch[name][filled : filled + len(local)]
+                xp.take(data.buffers[name], index, axis=0, out=rows)
             filled += len(local)
         return batch
 
     def _hand_out(self, batch: dict[str, Any], filled: int) -> dict[str, Any]:
         self._position += filled
-        if self.backend.is_gpu:
-            return {name: self.backend.xp.asarray(values) for name, values in batch.items()}
         return batch

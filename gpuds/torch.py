@@ -37,7 +37,7 @@ def to_torch(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
     return {name: torch.from_dlpack(values) for name, values in batch.items()}
 
 
-class GpudsIterableDataset(IterableDataset):  # type: ignore[misc]
+class GpudsIterableDataset(IterableDataset):
     """A gpuds store (or one split) as batches of tensors, sharded over DDP ranks and workers.
 
     Parameters

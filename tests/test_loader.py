@@ -202,3 +202,19 @@ def test_split_store_and_stats(tmp_path: Path, store: Path):
     with pytest.raises(KeyError, match="no split 'test'"):
         ds["test"]
     assert sum(len(b["ids"]) for b in train.loader(100, device="cpu")) == 500
+
+
+@pytest.mark.gpu
+def test_cuda_batches_equal_cpu_batches(store: Path):
+    from gpuds.backend import probe_cuda
+
+    cp, reason, _ = probe_cuda()
+    if cp is None:
+        pytest.skip(f"no usable GPU: {reason}")
+    ds = gpuds.open(str(store))
+    gpu = list(ds.loader(64, seed=2, device="cuda"))
+    cpu = list(ds.loader(64, seed=2, device="cpu"))
+    for got, want in zip(gpu, cpu, strict=True):
+        for name in want:
+            assert type(got[name]).__module__.startswith("cupy")
+            np.testing.assert_array_equal(cp.asnumpy(got[name]), want[name])
