@@ -47,7 +47,7 @@ from gpuds.store import DEFAULT_CHUNK_MB
 app = typer.Typer(
     name="gpuds",
     help="Build compressed, GPU-ready datasets: ingest raw data into Zarr v3, preprocess it, "
-    "compress it, inspect it.",
+    "compress it, inspect it, benchmark it.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -700,6 +700,129 @@ def compress(
         f"{summary['device']} in {summary['seconds']:.1f} s"
         + (", verified with zarr-python" if summary["verified"] else "")
     )
+
+
+@app.command()
+def bench(
+    store: Annotated[
+        str | None,
+        typer.Argument(help="Store to measure; without it, documented sample data is generated."),
+    ] = None,
+    device: Annotated[
+        Device, typer.Option("--device", help="auto, cpu or cuda (GPU rows skip without a GPU).")
+    ] = Device.auto,
+    codecs: Annotated[
+        str, typer.Option("--codecs", help="Comma-separated codecs of the codec section.")
+    ] = "zstd,lz4,gzip",
+    repeats: Annotated[
+        int, typer.Option("--repeats", min=1, help="Timed runs per measurement (median reported).")
+    ] = 3,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Small data and 2 repeats: under a minute on 2 cores.")
+    ] = False,
+    step_ms: Annotated[
+        float, typer.Option("--step-ms", min=0, help="Simulated training step per loader batch.")
+    ] = 0.0,
+    tune: Annotated[
+        bool,
+        typer.Option(
+            "--tune", help="Sweep codec x level x chunk size on STORE and recommend a command."
+        ),
+    ] = False,
+    json_file: Annotated[
+        Path | None, typer.Option("--json", help="Write the report as JSON (docs/bench.md).")
+    ] = None,
+    markdown_file: Annotated[
+        Path | None, typer.Option("--markdown", help="Write the report as a Markdown table.")
+    ] = None,
+    plot_file: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Write a PNG bar chart (needs matplotlib: gpuds[plot])."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Measure codecs, the store, the loader and references, side by side, with their bounds.
+
+    Medians over --repeats after a warm-up, in decimal GB/s of uncompressed bytes (or samples/s),
+    each next to the ceiling it is measured against and its percentage of it. Every round trip is
+    checked: a codec that corrupts data fails the bench instead of reporting a speed. Rows that
+    need a GPU say "skipped (no GPU)" on a machine without one.
+
+    **Examples**
+
+        gpuds bench --quick
+
+        gpuds bench data.zarr --json bench.json --markdown bench.md --plot bench.png
+
+        gpuds bench --tune data.zarr
+    """
+    from gpuds import bench as bench_module
+
+    if tune:
+        if store is None:
+            raise ConfigError("--tune needs a STORE to sample")
+        with RichProgress(quiet) as progress:
+            report = bench_module.tune(store, quick=quick, progress=progress)
+        table = Table(title=f"gpuds bench --tune {escape(store)}", show_edge=False)
+        for col in ("codec", "level", "chunk MiB", "ratio", "decode GB/s"):
+            table.add_column(col, justify="right" if col != "codec" else "left")
+        for row in report["rows"]:
+            mark = "[bold green]" if row is report["recommended"] else ""
+            table.add_row(
+                f"{mark}{row['codec']}", str(row["level"]), f"{row['chunk_mb']:g}",
+                f"{row['ratio']:.3f}", f"{row['decode_gbps']:.2f}",
+            )  # fmt: skip
+        stdout.print(table)
+        stdout.print(
+            f"rule: {report['rule']}\nrecommended: [bold]{escape(report['command'])}[/bold]"
+        )
+    else:
+        names = _names(codecs)
+        with RichProgress(quiet) as progress:
+            report = bench_module.bench(
+                store, device=device.value, codecs=names, repeats=repeats, quick=quick,
+                step_ms=step_ms, progress=progress,
+            )  # fmt: skip
+        _render_bench(report)
+        if markdown_file is not None:
+            markdown_file.write_text(bench_module.markdown(report))
+        if plot_file is not None:
+            bench_module.plot(report, plot_file)
+    if json_file is not None:
+        json_file.write_text(json.dumps(report, indent=1) + "\n")
+
+
+def _render_bench(report: dict[str, Any]) -> None:
+    env = report["environment"]
+    stdout.print(
+        f"[bold]gpuds bench[/bold] on {escape(str(env['cpu']))} ({env['cores']} cores), GPU "
+        f"{escape(str(env['gpu'] or 'none'))}; zarr {env['zarr']}, numcodecs {env['numcodecs']}"
+    )
+    table = Table(show_edge=False)
+    for col in ("section", "measurement", "device", "value", "spread", "ratio", "% of bound"):
+        table.add_column(
+            col, justify="right" if col in ("value", "ratio", "% of bound") else "left"
+        )
+    for row in report["rows"]:
+        if row["value"] is None:
+            value, spread = f"[dim]{escape(row['status'])}[/dim]", ""
+        else:
+            value = f"{row['value']:,.3f} {row['unit']}"
+            spread = f"{row['spread'][0]:,.2f}-{row['spread'][1]:,.2f}"
+        pct = f"{row['percent_of_bound']:.0f}% of {row['bound']:,.2f}" if row["bound"] else ""
+        table.add_row(
+            row["section"], escape(row["name"]), row["device"], value, spread,
+            f"{row['ratio']:.2f}x" if row["ratio"] else "", pct,
+        )  # fmt: skip
+    stdout.print(table)
+    loader = next((r for r in report["rows"] if r["section"] == "loader"), None)
+    if loader and loader.get("shuffle_quality"):
+        quality = loader["shuffle_quality"]
+        stdout.print(
+            f"loader shuffle quality: displacement {quality['displacement']:.3f} (1 = uniform), "
+            f"neighbours {quality['neighbours']:.4f} (0 = none kept together)"
+        )
+    stdout.print(f"{len(report['rows'])} rows in {report['seconds']:.1f} s")
 
 
 @app.command()

@@ -57,15 +57,13 @@ DEFAULT_WINDOW = 16
 _CACHE_CHUNKS = 64  # decoded chunks of light fields kept (each at most a chunk, ~1 MiB)
 
 
-def _pinned(nbytes: int) -> np.ndarray:
-    """A page-locked host buffer (fast, asynchronous copies to the device), else a plain one."""
-    try:
-        import cupyx
-
-        pinned: np.ndarray = cupyx.empty_pinned((nbytes,), dtype=np.uint8)
-        return pinned
-    except ImportError:
+def _pinned(xp: Any, nbytes: int) -> np.ndarray:
+    """A page-locked host buffer from CuPy (fast, asynchronous copies to the device), or a plain
+    one where the array module offers none."""
+    alloc = getattr(getattr(xp, "cuda", None), "alloc_pinned_memory", None)
+    if alloc is None:
         return np.empty(nbytes, dtype=np.uint8)
+    return np.frombuffer(alloc(nbytes), dtype=np.uint8, count=nbytes)
 
 
 def _sample_nbytes(array: Any) -> int:
@@ -573,7 +571,7 @@ class Loader:
                     payloads.append(payload)
                     keys.append(f"{reader.label} {where}")
                 lengths = [len(p) for p in payloads]
-                staging = _pinned(sum(lengths))
+                staging = _pinned(xp, sum(lengths))
                 staging[:] = np.frombuffer(b"".join(payloads), dtype=np.uint8)
                 device = xp.asarray(staging)  # one host-to-device copy for the window
                 offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist()
