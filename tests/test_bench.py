@@ -109,7 +109,8 @@ def test_plot_is_a_png_with_one_bar_per_decode_row(report: dict, tmp_path: Path)
 def test_cli_writes_json_markdown_and_plot(cli, tmp_path: Path):
     result = cli(
         "bench", "--quick", "--device", "cpu", "--codecs", "lz4", "--repeats", "1",
-        "--json", tmp_path / "b.json", "--markdown", tmp_path / "b.md", "--plot", tmp_path / "b.png",
+        "--json", tmp_path / "b.json", "--markdown", tmp_path / "b.md",
+        "--plot", tmp_path / "b.png",
     )  # fmt: skip
     assert result.code == 0, result.err
     assert "skipped (no GPU)" in result.out and "loader shuffle quality" in result.out
