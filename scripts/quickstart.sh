@@ -45,5 +45,8 @@ print(f"{seen} of {len(train)} samples in {len(loader)} batches of {batch['image
 print("fitted statistics available to training:", list(train.stats))
 PY
 
+echo "== 9. gpuds bench --quick: codecs, the store and the loader on this machine, with bounds"
+gpuds bench "$DATA/data.zarr" --quick
+
 echo "== done: train on it with examples/train_torch.py (pip install torch), or open the stores"
 echo "   with zarr.open_group('$DATA/data.zarr') / gpuds.open('$DATA/data.zarr')"
