@@ -334,7 +334,8 @@ def _h2d(repeats: int, backend: Backend) -> dict[str, Any]:
 def _store_fields(store: str) -> tuple[str, list[tuple[str, zarr.Array]]]:
     group = open_store(store)
     fields = list(iter_fields(group))
-    split = next((s for s, _, _ in fields if s), "")
+    splits = [s for s, _, _ in fields if s]
+    split = "train" if "train" in splits else (splits[0] if splits else "")
     chosen = [(name, arr) for s, name, arr in fields if s == split]
     if not chosen:
         raise ConfigError(f"{store}: no fields to benchmark")
@@ -409,7 +410,9 @@ def _loader_row(
     ds = open_dataset(store)
     if split:
         ds = ds[split]
-    loader = ds.loader(256, device=backend.name, seed=0)
+    # Batches of 256, or a quarter of a small dataset, so that every epoch has whole batches.
+    batch_size = max(1, min(256, len(ds) // 4))
+    loader = ds.loader(batch_size, device=backend.name, seed=0)
     sample_bytes = sum(
         int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize
         for arr in ds.arrays.values()
@@ -429,7 +432,7 @@ def _loader_row(
 
     delivered = epoch()
     times = _timed(epoch, repeats)
-    row = _row("loader", f"loader(batch 256){f', step {step_ms:g} ms' if step_ms else ''}",
+    row = _row("loader", f"loader(batch {batch_size}){f', step {step_ms:g} ms' if step_ms else ''}",
                "samples", "samples/s", samples=delivered, times=times, device=backend.name,
                cache="warm")  # fmt: skip
     row["gbps"] = round((row["value"] or 0) * sample_bytes / 1e9, 4)
