@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from gpuds.backend import probe_cuda
 from gpuds.cli import main
 
 
@@ -84,3 +86,20 @@ def only_line(text: str) -> str:
     lines = [line for line in text.splitlines() if line.strip()]
     assert len(lines) == 1, f"expected one line, got {lines!r}"
     return lines[0]
+
+
+@functools.cache
+def _cupy() -> tuple[Any, str]:
+    cp, reason, _ = probe_cuda()
+    return cp, reason
+
+
+@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
+def xp(request: pytest.FixtureRequest) -> Any:
+    """The array module: NumPy always, CuPy (marked `gpu`) when a device is usable."""
+    if request.param == "numpy":
+        return np
+    cp, reason = _cupy()
+    if cp is None:
+        pytest.skip(f"no usable GPU: {reason}")
+    return cp

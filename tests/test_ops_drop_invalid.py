@@ -2,36 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
 import numpy as np
 import pytest
 
-from gpuds.backend import probe_cuda
 from gpuds.errors import ConfigError
 from gpuds.ops import make_op
 from gpuds.ops.base import Spec
 from gpuds.ops.drop_invalid import DropInvalid
 
 from .opkit import blocks_of, run_op, specs_of
-
-
-@functools.cache
-def _cupy() -> tuple[Any, str]:
-    cp, reason, _ = probe_cuda()
-    return cp, reason
-
-
-@pytest.fixture(params=["numpy", pytest.param("cupy", marks=pytest.mark.gpu)])
-def xp(request: pytest.FixtureRequest) -> Any:
-    if request.param == "numpy":
-        return np
-    cp, reason = _cupy()
-    if cp is None:
-        pytest.skip(reason)
-    return cp
 
 
 def _host(x: Any) -> np.ndarray:
