@@ -413,8 +413,9 @@ def _to_device(
             pass
         backend.xp.cuda.get_current_stream().synchronize()
 
+    times = _timed(run, repeats)
     return _row("store", "read+decode+transfer (store to device)", "read_decode_h2d", "GB/s",
-                nbytes=logical, times=_timed(run, repeats), device="cuda", cache="warm")  # fmt: skip
+                nbytes=logical, times=times, device="cuda", cache="warm")  # fmt: skip
 
 
 def _files(arr: zarr.Array) -> list[Path]:
