@@ -481,12 +481,11 @@ class Loader:
         windows: dict[int, _WindowData] = {}
         users: dict[int, int] = {}
         depth = max(2, 2 * self.workers)
-        with (
-            ThreadPoolExecutor(self.workers, thread_name_prefix="gpuds-decode") as decode,
-            ThreadPoolExecutor(
-                max(1, self.workers // 2), thread_name_prefix="gpuds-batch"
-            ) as assemble,
-        ):
+        # One pool decodes units and assembles batches: a batch's assembly is queued after the
+        # decoding of every unit it needs (FIFO), so it never waits on work queued behind it,
+        # and the cores are not oversubscribed.
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="gpuds-load") as decode:
+            assemble = decode
             opened = 0
 
             def open_windows(upto: int) -> None:
