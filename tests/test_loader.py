@@ -218,3 +218,20 @@ def test_cuda_batches_equal_cpu_batches(store: Path):
         for name in want:
             assert type(got[name]).__module__.startswith("cupy")
             np.testing.assert_array_equal(cp.asnumpy(got[name]), want[name])
+
+
+def test_fsspec_urls_read_through_zarr_python(store: Path):
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for path in store.rglob("*"):
+        if path.is_file():
+            fs.pipe(f"/loader-test.zarr/{path.relative_to(store)}", path.read_bytes())
+    remote = gpuds.open("memory://loader-test.zarr")
+    local = gpuds.open(str(store))
+    got = list(remote.loader(50, seed=1, device="cpu"))
+    want = list(local.loader(50, seed=1, device="cpu"))
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        for name in b:
+            np.testing.assert_array_equal(a[name], b[name])
