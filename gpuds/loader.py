@@ -312,6 +312,7 @@ class Loader:
         heaviest = max(names, key=lambda f: _sample_nbytes(dataset.arrays[f]))
         self.unit = int(dataset.arrays[heaviest].chunks[0]) if len(dataset) else 1
         self._cache: OrderedDict[tuple[str, int], Future[np.ndarray]] = OrderedDict()
+        self._spare: list[dict[str, np.ndarray]] = []
         self._dtypes = {f: np.dtype(dataset.arrays[f].dtype) for f in names}
         self._readers = {
             f: chunk_reader(dataset.arrays[f], f"{dataset.path} field {f!r}") for f in names
@@ -516,9 +517,11 @@ class Loader:
                 batch = future.result()
                 for w in used:
                     users[w] -= 1
-                    if users[w] == 0:  # no queued batch needs this window: free its buffers
-                        windows.pop(w, None)
+                    if users[w] == 0:  # no queued batch needs this window: recycle its buffers
+                        done = windows.pop(w, None)
                         users.pop(w)
+                        if done is not None and not self.backend.is_gpu:
+                            self._spare.append(done.buffers)
                 yield self._hand_out(batch, len(batch[self.fields[0]]))
         self._position = 0
 
@@ -529,16 +532,28 @@ class Loader:
             data = _WindowData({}, [])
             data.futures.append(pool.submit(self._decode_window_gpu, plan, w, data.buffers))
             return data
-        buffers = {
-            name: np.empty((window.size, *self.dataset.arrays[name].shape[1:]), self._dtypes[name])
-            for name in self.fields
-        }
+        buffers = self._window_buffers(window.size)
         futures = []
         offset = 0
         for u in window.units:
             futures.append(pool.submit(self._read_unit_into, u, buffers, offset))
             offset += plan.unit_size(u)
         return _WindowData(buffers, futures)
+
+    def _window_buffers(self, size: int) -> dict[str, np.ndarray]:
+        """Buffers for a window of ``size`` samples, reusing those of a finished window.
+
+        Window buffers never leave the loader (batches are copies), so reusing them is safe, and
+        it spares the kernel from zero-filling fresh pages for every window.
+        """
+        while self._spare:
+            spare = self._spare.pop()
+            if all(len(b) >= size for b in spare.values()):
+                return {name: b[:size] for name, b in spare.items()}
+        return {
+            name: np.empty((size, *self.dataset.arrays[name].shape[1:]), self._dtypes[name])
+            for name in self.fields
+        }
 
     def _decode_window_gpu(self, plan: EpochPlan, w: int, buffers: dict[str, Any]) -> None:
         """Decode one window on the device, on a stream of its own (overlapping the consumer):
