@@ -74,6 +74,7 @@ def _sample_nbytes(array: Any) -> int:
 class _WindowData:
     buffers: dict[str, Any]
     futures: list[Future[None]]
+    ready: bool = False
 
 
 @dataclass(frozen=True)
@@ -635,12 +636,19 @@ class Loader:
         filled = 0
         for w, local in spec:
             data = windows[w]
-            for future in data.futures:
-                future.result()  # re-raises a decoding error in the consumer's thread
+            if not data.ready:
+                for future in data.futures:
+                    future.result()  # re-raises a decoding error in the consumer's thread
+                data.ready = True
             index = xp.asarray(local) if self.backend.is_gpu else local
             for name in self.fields:
                 rows = batch[name][filled : filled + len(local)]
-                xp.take(data.buffers[name], index, axis=0, out=rows)
+                if self.backend.is_gpu:
+                    xp.take(data.buffers[name], index, axis=0, out=rows)
+                else:
+                    # mode="clip": with mode="raise" NumPy buffers `out` (a second copy); the
+                    # indices come from the plan and are always in range.
+                    np.take(data.buffers[name], index, axis=0, out=rows, mode="clip")
             filled += len(local)
         return batch
 
