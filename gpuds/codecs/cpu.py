@@ -108,8 +108,14 @@ class CpuChunkCodec(ChunkCodec):
         return self._map(self._decode_one, payloads, sizes, keys)
 
     def _decode_one(self, payload: bytes | memoryview, size: int, key: str) -> np.ndarray:
+        raw = self._checked(lambda: self._decompress(payload, size), size, key)
+        return unshuffle_bytes(raw, self.itemsize) if self.shuffle else raw
+
+    @staticmethod
+    def _checked(decode: Any, size: int, key: str) -> np.ndarray:
+        """Run ``decode``; any library error or a size other than ``size`` is a corrupt chunk."""
         try:
-            raw = self._decompress(payload, size)
+            raw: np.ndarray = decode()
         except CorruptChunkError:
             raise
         except Exception as e:  # each library raises its own types for damaged input
@@ -118,26 +124,22 @@ class CpuChunkCodec(ChunkCodec):
             raise CorruptChunkError(
                 f"corrupt chunk {key}: decodes to {raw.nbytes} bytes, expected {size}"
             )
-        return unshuffle_bytes(raw, self.itemsize) if self.shuffle else raw
+        return raw
 
     def decode_into(self, payload: bytes | memoryview, out: np.ndarray, key: str) -> None:
         """Decode one payload straight into ``out`` (``uint8``, C-contiguous, exactly the chunk's
         size), saving the copy of :meth:`decode`; same checks."""
         size = out.nbytes
-        try:
-            if self.config.name in ("zstd", "lz4") and not self.shuffle:
+        if self.config.name in ("zstd", "lz4") and not self.shuffle:
+
+            def direct() -> np.ndarray:
                 self._check_header(payload, size)
                 self._compressor.decode(payload, out=out)
-                return
-            raw = self._decompress(payload, size)
-        except CorruptChunkError:
-            raise
-        except Exception as e:  # each library raises its own types for damaged input
-            raise CorruptChunkError(f"corrupt chunk {key}: {type(e).__name__}: {e}") from e
-        if raw.nbytes != size:
-            raise CorruptChunkError(
-                f"corrupt chunk {key}: decodes to {raw.nbytes} bytes, expected {size}"
-            )
+                return out
+
+            self._checked(direct, size, key)
+            return
+        raw = self._checked(lambda: self._decompress(payload, size), size, key)
         out[...] = unshuffle_bytes(raw, self.itemsize) if self.shuffle else raw
 
     def _check_header(self, payload: bytes | memoryview, size: int) -> None:

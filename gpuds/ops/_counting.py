@@ -16,8 +16,16 @@ from typing import Any
 import numpy as np
 
 from gpuds.errors import ConfigError
+from gpuds.ops.base import Block, Op, Spec, require_fields
 
-__all__ = ["MAX_DRAW", "ClassCounter", "check_draw_limit", "class_values", "largest_remainder"]
+__all__ = [
+    "MAX_DRAW",
+    "ClassCounter",
+    "CountingOp",
+    "check_draw_limit",
+    "class_values",
+    "largest_remainder",
+]
 
 MAX_DRAW = 10**9
 """NumPy's hypergeometric draws need fewer samples than this."""
@@ -80,3 +88,31 @@ def check_draw_limit(total: int, op: str) -> None:
         raise ConfigError(
             f"op {op!r}: {total} samples reach it; exact sampling supports fewer than {MAX_DRAW}"
         )
+
+
+class CountingOp(Op):
+    """An op that counts the samples reaching it (per class of ``stratify``) in one fit pass."""
+
+    fit_passes = 1
+    fits_on_split = False
+    stratify: str | None = None
+    _counter: ClassCounter
+
+    def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
+        if self.stratify is not None:
+            where = f"op {self.name!r}"
+            require_fields(specs, [self.stratify], f"{where}: stratify")
+            spec = specs[self.stratify]
+            if spec.dtype.kind not in "iub" or spec.sample_shape != ():
+                raise ConfigError(
+                    f"{where}: stratify field {self.stratify!r} must hold one integer class per "
+                    f"sample (labels or category codes), got {spec.dtype} {spec.sample_shape}"
+                )
+        return specs
+
+    def fit_start(self, pass_index: int) -> None:
+        self._counter = ClassCounter()
+
+    def fit_block(self, block: Block) -> None:
+        values = block.fields[self.stratify] if self.stratify else None
+        self._counter.update(values, len(block))

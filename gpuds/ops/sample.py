@@ -11,16 +11,17 @@ from gpuds.backend import array_module
 from gpuds.errors import ConfigError
 from gpuds.ops._counting import (
     ClassCounter,
+    CountingOp,
     check_draw_limit,
     class_values,
     largest_remainder,
 )
-from gpuds.ops.base import Block, Op, Spec, parse_number, require_fields
+from gpuds.ops.base import Block, parse_number
 
 __all__ = ["Sample"]
 
 
-class Sample(Op):
+class Sample(CountingOp):
     """Keep a uniformly random subset of the samples, in their original order.
 
     Config: ``count`` (an integer) or ``fraction`` (0 to 1; the count is
@@ -36,8 +37,6 @@ class Sample(Op):
 
     name = "sample"
     keys = ("count", "fraction", "stratify", "seed")
-    fit_passes = 1
-    fits_on_split = False
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -70,24 +69,6 @@ class Sample(Op):
         self._kept = 0
         self._seen = 0
         self._rng = np.random.default_rng(0)
-
-    def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
-        if self.stratify is not None:
-            require_fields(specs, [self.stratify], "op 'sample': stratify")
-            spec = specs[self.stratify]
-            if spec.dtype.kind not in "iub" or spec.sample_shape != ():
-                raise ConfigError(
-                    f"op 'sample': stratify field {self.stratify!r} must hold one integer class "
-                    f"per sample, got {spec.dtype} {spec.sample_shape}"
-                )
-        return specs
-
-    def fit_start(self, pass_index: int) -> None:
-        self._counter = ClassCounter()
-
-    def fit_block(self, block: Block) -> None:
-        values = block.fields[self.stratify] if self.stratify else None
-        self._counter.update(values, len(block))
 
     def fit_end(self, pass_index: int) -> None:
         check_draw_limit(self._counter.total, "sample")

@@ -11,11 +11,12 @@ from gpuds.backend import array_module
 from gpuds.errors import ConfigError
 from gpuds.ops._counting import (
     ClassCounter,
+    CountingOp,
     check_draw_limit,
     class_values,
     largest_remainder,
 )
-from gpuds.ops.base import Block, Op, Spec, parse_number, require_fields
+from gpuds.ops.base import Block, parse_number
 
 __all__ = ["Split"]
 
@@ -46,7 +47,7 @@ def parse_fractions(value: Any, where: str) -> dict[str, float]:
     return fractions
 
 
-class Split(Op):
+class Split(CountingOp):
     """Assign each sample to exactly one split; the output store holds one subgroup per split.
 
     Config: ``fractions`` (``{train: 0.8, val: 0.1, test: 0.1}`` or ``[0.8, 0.1, 0.1]``),
@@ -67,8 +68,6 @@ class Split(Op):
 
     name = "split"
     keys = ("fractions", "stratify", "seed")
-    fit_passes = 1
-    fits_on_split = False
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -87,24 +86,6 @@ class Split(Op):
         self._targets: dict[int, np.ndarray] = {}
         self._remaining: dict[int, np.ndarray] = {}
         self._rng = np.random.default_rng(0)
-
-    def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
-        if self.stratify is not None:
-            require_fields(specs, [self.stratify], "op 'split': stratify")
-            spec = specs[self.stratify]
-            if spec.dtype.kind not in "iub" or spec.sample_shape != ():
-                raise ConfigError(
-                    f"op 'split': stratify field {self.stratify!r} must hold one integer class per "
-                    f"sample (labels or category codes), got {spec.dtype} {spec.sample_shape}"
-                )
-        return specs
-
-    def fit_start(self, pass_index: int) -> None:
-        self._counter = ClassCounter()
-
-    def fit_block(self, block: Block) -> None:
-        values = block.fields[self.stratify] if self.stratify else None
-        self._counter.update(values, len(block))
 
     def fit_end(self, pass_index: int) -> None:
         check_draw_limit(self._counter.total, "split")
