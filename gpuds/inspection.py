@@ -265,12 +265,13 @@ def _failing_inner_chunk(array: zarr.Array, coords: tuple[int, ...]) -> str:
 def _verify(
     fields: list[tuple[str, str, zarr.Array]], progress: Progress, problems: list[str]
 ) -> dict[str, Any]:
-    total = sum(len(_chunk_keys(a)) for _, _, a in fields)
+    keys_of = {id(a): _chunk_keys(a) for _, _, a in fields}
+    total = sum(len(keys) for keys in keys_of.values())
     progress.start("verify", total)
     checked = 0
     for split, name, array in fields:
         label = f"{split}/{name}" if split else name
-        keys = _chunk_keys(array)
+        keys = keys_of[id(array)]
         listed = _listed_keys(array)
         missing = [key for _, key in keys if key not in listed]
         if missing:

@@ -313,9 +313,9 @@ def _store_info(
             combined.update(f"{name}/{f}={fp};".encode())
     classes = {f: list(s.attrs["classes"]) for f, s in specs.items() if "classes" in s.attrs}
     stats = [
-        {"op": op.name, "index": i, "fields": op.config.get("fields"), "stats": op.stats()}
+        {"op": op.name, "index": i, "fields": op.config.get("fields"), "stats": fitted}
         for i, op in enumerate(ops)
-        if op.stats()
+        if (fitted := op.stats())
     ]
     settings = cfg.to_dict()
     settings["ops"] = [{**op.to_dict(), "seed": op.seed} for op in ops]

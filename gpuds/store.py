@@ -38,6 +38,7 @@ __all__ = [
     "FIELD_ATTR",
     "FORMAT_VERSION",
     "SPLITS",
+    "SUPPORTED_DTYPES",
     "FieldWriter",
     "StoreWriter",
     "chunk_samples",
@@ -52,7 +53,29 @@ FORMAT_VERSION = 1
 ATTR = "gpuds"
 FIELD_ATTR = "gpuds"
 DEFAULT_CHUNK_MB = 1.0
-_WRITE_BYTES = 16 * 2**20  # largest single write: bounds how long a cancel request waits
+_WRITE_BYTES = 16 * 2**20
+
+SUPPORTED_DTYPES = frozenset(
+    np.dtype(name)
+    for name in (
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float16",
+        "float32",
+        "float64",
+        "complex64",
+        "complex128",
+    )
+)
+"""Dtypes an array field may have: everything a Zarr v3 reader and a GPU handle natively."""
+# largest single write: bounds how long a cancel request waits
 SPLITS = ("train", "val", "test")
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)-[0-9a-f]+$")

@@ -84,4 +84,7 @@ class NvcompCodec(BytesBytesCodec):
         return chunk_spec.prototype.buffer.from_bytes(payload)
 
     def compute_encoded_size(self, input_byte_length: int, chunk_spec: ArraySpec) -> int:
-        raise NotImplementedError("gpuds.nvcomp output sizes depend on the data")
+        """Not knowable in advance for a compressor: zarr's contract for variable-size codecs
+        (``is_fixed_size = False``, as its own zstd and gzip codecs) is to raise, and zarr never
+        asks a variable-size codec for it."""
+        raise NotImplementedError("gpuds.nvcomp is a compressor: its output size varies")

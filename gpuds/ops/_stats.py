@@ -42,6 +42,7 @@ __all__ = [
     "require_numeric",
     "stat_array",
     "stat_list",
+    "stats_entry",
 ]
 
 PER = ("none", "channel")
@@ -126,6 +127,18 @@ def stat_array(value: Any, where: str, *, dtype: Any = np.float64) -> np.ndarray
         if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
             raise ConfigError(f"{where}: expected a list of finite numbers, got {value!r}")
     return np.asarray(value, dtype=dtype)
+
+
+def stats_entry(
+    stats: Mapping[str, Any], name: str, per: str, where: str, keys: str
+) -> Mapping[str, Any]:
+    """The stored statistics of field ``name``: a mapping fitted with the op's ``per``."""
+    entry = stats.get(name)
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: expected a mapping with {keys}, got {entry!r}")
+    if entry.get("per") != per:
+        raise ConfigError(f"{where}: fitted with per={entry.get('per')!r}, the op has per={per!r}")
+    return entry
 
 
 def check_stat_length(stat: np.ndarray, spec: Spec, per: str, where: str, field: str) -> None:

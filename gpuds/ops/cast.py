@@ -12,22 +12,17 @@ import numpy as np
 from gpuds.backend import array_module, to_host
 from gpuds.errors import ConfigError, SourceError
 from gpuds.ops.base import Block, Op, Spec, parse_fields, require_fields
+from gpuds.store import SUPPORTED_DTYPES
 
 __all__ = ["DTYPES", "Cast"]
 
-DTYPES = (
-    "float16",
-    "float32",
-    "float64",
-    "int8",
-    "int16",
-    "int32",
-    "int64",
-    "uint8",
-    "uint16",
-    "uint32",
-    "uint64",
-    "bool",
+# Every dtype a field may have (docs/FORMAT.md) except complex: floats first, as listed to users.
+DTYPES = tuple(
+    d.name
+    for d in sorted(
+        (d for d in SUPPORTED_DTYPES if d.kind != "c"),
+        key=lambda d: ("fiub".index(d.kind), d.itemsize),
+    )
 )
 CODE_KINDS = frozenset({"category", "label", "mask"})
 BFLOAT16 = (

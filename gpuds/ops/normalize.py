@@ -19,6 +19,7 @@ from gpuds.ops._stats import (
     require_numeric,
     stat_array,
     stat_list,
+    stats_entry,
 )
 from gpuds.ops.base import Block, Op, Spec, parse_fields, parse_number, require_fields
 
@@ -145,13 +146,7 @@ class Normalize(Op):
         """Restore statistics produced by :meth:`stats`, so the op applies without fitting."""
         for name in self.fields:
             where = f"{self._where} statistics of field {name!r}"
-            entry = stats.get(name)
-            if not isinstance(entry, Mapping):
-                raise ConfigError(f"{where}: expected a mapping with min and max, got {entry!r}")
-            if entry.get("per") != self.per:
-                raise ConfigError(
-                    f"{where}: fitted with per={entry.get('per')!r}, the op has per={self.per!r}"
-                )
+            entry = stats_entry(stats, name, self.per, where, "min and max")
             lo = stat_array(entry.get("min"), f"{where}, 'min'")
             hi = stat_array(entry.get("max"), f"{where}, 'max'")
             if len(lo) != len(hi) or (lo > hi).any():

@@ -19,6 +19,7 @@ from gpuds.ops._stats import (
     require_numeric,
     stat_array,
     stat_list,
+    stats_entry,
 )
 from gpuds.ops.base import (
     Block,
@@ -179,13 +180,7 @@ class Standardize(Op):
         """Restore statistics produced by :meth:`stats`, so the op applies without fitting."""
         for name in self.fields:
             where = f"{self._where} statistics of field {name!r}"
-            entry = stats.get(name)
-            if not isinstance(entry, Mapping):
-                raise ConfigError(f"{where}: expected a mapping with mean and std, got {entry!r}")
-            if entry.get("per") != self.per:
-                raise ConfigError(
-                    f"{where}: fitted with per={entry.get('per')!r}, the op has per={self.per!r}"
-                )
+            entry = stats_entry(stats, name, self.per, where, "mean and std")
             mean = stat_array(entry.get("mean"), f"{where}, 'mean'")
             std = stat_array(entry.get("std"), f"{where}, 'std'")
             count = stat_array(entry.get("count", [0] * len(mean)), f"{where}, 'count'")

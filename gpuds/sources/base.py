@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from gpuds.errors import ConfigError, SourceError
+from gpuds.store import SUPPORTED_DTYPES
 
 __all__ = [
     "SUPPORTED_DTYPES",
@@ -34,27 +35,6 @@ __all__ = [
     "parse_size",
     "select_fields",
 ]
-
-SUPPORTED_DTYPES = frozenset(
-    np.dtype(name)
-    for name in (
-        "bool",
-        "int8",
-        "int16",
-        "int32",
-        "int64",
-        "uint8",
-        "uint16",
-        "uint32",
-        "uint64",
-        "float16",
-        "float32",
-        "float64",
-        "complex64",
-        "complex128",
-    )
-)
-"""Dtypes an array field may have: everything a Zarr v3 reader and a GPU handle natively."""
 
 
 def native_dtype(dtype: np.dtype[Any]) -> np.dtype[Any] | None:
