@@ -60,6 +60,16 @@ stderr = Console(stderr=True, soft_wrap=True)
 _state: dict[str, bool] = {"debug": False}
 
 
+# Options several commands share, declared once.
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace OUT if it is an existing Zarr store.")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+JsonSummary = Annotated[
+    bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+]
+
+
 class Format(StrEnum):
     npy = "npy"
     npz = "npz"
@@ -236,13 +246,9 @@ def ingest(
         float,
         typer.Option("--chunk-mb", help="Target chunk size in MiB (chunks hold whole samples)."),
     ] = DEFAULT_CHUNK_MB,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUT if it is an existing Zarr store.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
-    ] = False,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    as_json: JsonSummary = False,
 ) -> None:
     """Read raw data into a chunked Zarr v3 store.
 
@@ -411,7 +417,7 @@ def inspect(
             "--verify", help="Read and decode every chunk; check presence, integrity, fingerprint."
         ),
     ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Quiet = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON (schema in docs/inspect.md).")
     ] = False,
@@ -528,13 +534,9 @@ def preprocess(
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Print the resolved config as YAML and stop.")
     ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUT if it is an existing Zarr store.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
-    ] = False,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    as_json: JsonSummary = False,
 ) -> None:
     """Clean, normalise, cast, resize, shuffle and split a store, on the GPU or the CPU.
 
@@ -641,13 +643,9 @@ def compress(
             help="Read everything back with zarr-python and compare with the input first.",
         ),
     ] = True,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace OUT if it is an existing Zarr store.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
-    ] = False,
+    overwrite: Overwrite = False,
+    quiet: Quiet = False,
+    as_json: JsonSummary = False,
 ) -> None:
     """Compress a store into sharded Zarr v3 with standard bitstreams.
 
@@ -739,7 +737,7 @@ def bench(
         Path | None,
         typer.Option("--plot", help="Write a PNG bar chart (needs matplotlib: gpuds[plot])."),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Measure codecs, the store, the loader and references, side by side, with their bounds.
 
