@@ -40,6 +40,7 @@ from gpuds.store import (
     FIELD_ATTR,
     StoreWriter,
     chunk_samples_for,
+    dataset_fingerprint,
     iter_fields,
     open_store,
     read_info,
@@ -406,13 +407,10 @@ def _store_info(
     verified: bool,
     started: float,
 ) -> dict[str, Any]:
-    combined = hashlib.blake2b(digest_size=16)
-    for label in sorted(results):
-        combined.update(f"{label}={results[label]['fingerprint']};".encode())
     kept = {p.name for p in plans}
     info = {k: v for k, v in info_in.items() if k not in ("complete", "created", "tool_version")}
     info["fields"] = {k: v for k, v in info_in.get("fields", {}).items() if k in kept}
-    info["fingerprint"] = "blake2b:" + combined.hexdigest()
+    info["fingerprint"] = dataset_fingerprint({k: r["fingerprint"] for k, r in results.items()})
     info["history"] = [
         *info_in.get("history", []),
         {

@@ -7,7 +7,6 @@ block per source plus one chunk per field, whatever the input size.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from gpuds.store import (
     StoreWriter,
     chunk_samples,
     chunk_samples_for,
+    dataset_fingerprint,
     utc_now,
 )
 
@@ -225,9 +225,6 @@ def _store_info(
     chunk_mb: float,
     started: float,
 ) -> dict[str, Any]:
-    combined = hashlib.blake2b(digest_size=16)
-    for name in sorted(fingerprints):
-        combined.update(f"{name}={fingerprints[name]};".encode())
     sources: list[dict[str, Any]] = []
     classes: dict[str, list[str]] = {}
     skipped: list[Any] = []
@@ -249,7 +246,7 @@ def _store_info(
         "fields": kinds,
         "classes": classes,
         "sources": sources,
-        "fingerprint": "blake2b:" + combined.hexdigest(),
+        "fingerprint": dataset_fingerprint(fingerprints),
         "stats": {},
         "skipped": skipped,
         "ignored_files": ignored,

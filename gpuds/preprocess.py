@@ -20,7 +20,6 @@ Every random choice is seeded from the config, and block boundaries depend only 
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -42,6 +41,7 @@ from gpuds.store import (
     StoreWriter,
     chunk_samples,
     chunk_samples_for,
+    dataset_fingerprint,
     open_store,
     read_info,
     utc_now,
@@ -307,10 +307,11 @@ def _store_info(
     backend: Backend,
     started: float,
 ) -> dict[str, Any]:
-    combined = hashlib.blake2b(digest_size=16)
-    for name in sorted(written):
-        for f, fp in sorted(written[name][1].items()):
-            combined.update(f"{name}/{f}={fp};".encode())
+    prints = {
+        f"{part}/{f}" if part else f: fp
+        for part, (_, fps) in written.items()
+        for f, fp in fps.items()
+    }
     classes = {f: list(s.attrs["classes"]) for f, s in specs.items() if "classes" in s.attrs}
     stats = [
         {"op": op.name, "index": i, "fields": op.config.get("fields"), "stats": fitted}
@@ -327,7 +328,7 @@ def _store_info(
         "classes": classes,
         "stats": {"ops": stats},
         "sources": info_in.get("sources", []),
-        "fingerprint": "blake2b:" + combined.hexdigest(),
+        "fingerprint": dataset_fingerprint(prints),
         "skipped": info_in.get("skipped", []),
         "ignored_files": info_in.get("ignored_files", []),
         "history": [

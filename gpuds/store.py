@@ -43,6 +43,7 @@ __all__ = [
     "StoreWriter",
     "chunk_samples",
     "chunk_samples_for",
+    "dataset_fingerprint",
     "iter_fields",
     "open_store",
     "read_info",
@@ -105,6 +106,15 @@ def chunk_samples(sample_nbytes: int, chunk_mb: float) -> int:
     target = int(chunk_mb * 2**20)
     per = max(1, target // max(1, sample_nbytes))
     return 1 << (per.bit_length() - 1)
+
+
+def dataset_fingerprint(fields: Mapping[str, str]) -> str:
+    """The dataset's fingerprint from its fields' (``"x"`` or ``"train/x"`` -> fingerprint):
+    equal content gives an equal fingerprint whichever stage wrote it (docs/FORMAT.md)."""
+    combined = hashlib.blake2b(digest_size=16)
+    for label in sorted(fields):
+        combined.update(f"{label}={fields[label]};".encode())
+    return "blake2b:" + combined.hexdigest()
 
 
 def chunk_samples_for(sample_nbytes: int, chunk_mb: float, length: int) -> int:
