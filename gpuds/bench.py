@@ -343,18 +343,36 @@ def _store_fields(store: str) -> tuple[str, list[tuple[str, zarr.Array]]]:
 
 
 def _store_rows(
-    store: str, fields: list[tuple[str, zarr.Array]], repeats: int, backend: Backend
+    store: str,
+    fields: list[tuple[str, zarr.Array]],
+    repeats: int,
+    backend: Backend,
+    limit_bytes: int,
 ) -> tuple[list[dict[str, Any]], float | None]:
-    """Storage read, in-memory decode, and read+decode of every chunk of the fields."""
+    """Storage read, in-memory decode, and read+decode of the first whole shards (or chunks) of
+    each field, up to about ``limit_bytes`` of it: a sample, so a large store fits in memory."""
     readers = {name: chunk_reader(arr, name) for name, arr in fields}
     if any(r is None for r in readers.values()):
         row = _row("store", "read+decode (store to memory)", "read_decode", "GB/s")
         row["status"] = "not applicable (store not written by gpuds on local disk)"
         return [row], None
-    jobs = [(r, i) for r in readers.values() if r is not None
-            for i in range(-(-r.array.shape[0] // r.chunk))]  # fmt: skip
-    logical = sum(int(arr.nbytes) for _, arr in fields)
-    files = [p for name, arr in fields for p in _files(arr)]
+    jobs: list[tuple[Any, int]] = []
+    files: list[Path] = []
+    logical = 0
+    for reader in readers.values():
+        assert reader is not None
+        n = reader.array.shape[0]
+        per_object = reader.per_shard if reader.sharded else 1
+        objects = -(-n // (reader.chunk * per_object))
+        sample_bytes = reader.chunk_nbytes // reader.chunk
+        for obj in range(objects):
+            if obj and obj * per_object * reader.chunk_nbytes >= limit_bytes:
+                break
+            first = obj * per_object
+            last = min(first + per_object, -(-n // reader.chunk))
+            jobs += [(reader, i) for i in range(first, last)]
+            files.append(reader._key(obj)[1])
+            logical += (min(last * reader.chunk, n) - first * reader.chunk) * sample_bytes
     stored = sum(p.stat().st_size for p in files)
     workers = os.cpu_count() or 1
 
@@ -418,16 +436,14 @@ def _to_device(
                 nbytes=logical, times=times, device="cuda", cache="warm")  # fmt: skip
 
 
-def _files(arr: zarr.Array) -> list[Path]:
-    root = getattr(arr.store_path.store, "root", None)
-    if root is None:
-        return []
-    folder = Path(root) / arr.path
-    return [p for p in folder.rglob("*") if p.is_file() and p.name != "zarr.json"]
-
-
 def _loader_row(
-    store: str, split: str, repeats: int, backend: Backend, step_ms: float, bound_gbps: float | None
+    store: str,
+    split: str,
+    repeats: int,
+    backend: Backend,
+    step_ms: float,
+    bound_gbps: float | None,
+    limit_bytes: int,
 ) -> dict[str, Any]:
     from gpuds.dataset import open_dataset
     from gpuds.loader import shuffle_quality
@@ -443,14 +459,19 @@ def _loader_row(
         for arr in ds.arrays.values()
     )
     epochs = iter(range(10**6))
+    # A timed run is an epoch, or the first batches of one on a large store (steady state
+    # after the warm-up run).
+    max_batches = max(8, limit_bytes // max(1, batch_size * sample_bytes))
 
     def epoch() -> int:
         loader.set_epoch(next(epochs))
         count = 0
-        for batch in loader:
+        for i, batch in enumerate(loader):
             count += len(next(iter(batch.values())))
             if step_ms:
                 time.sleep(step_ms / 1000)
+            if i + 1 >= max_batches:
+                break
         if backend.is_gpu:
             backend.xp.cuda.get_current_stream().synchronize()
         return count
@@ -468,16 +489,24 @@ def _loader_row(
 
 
 def _reference_reads(
-    fields: list[tuple[str, zarr.Array]], repeats: int, workdir: Path
+    fields: list[tuple[str, zarr.Array]], repeats: int, workdir: Path, limit_bytes: int
 ) -> list[dict[str, Any]]:
-    logical = sum(int(arr.nbytes) for _, arr in fields)
-    zarr_times = _timed(lambda: [arr[...] for _, arr in fields], repeats)
+    """zarr-python and uncompressed reads of the first ``limit_bytes`` (about) of each field."""
+    per_sample = {
+        name: max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
+        for name, arr in fields
+    }
+    counts = {
+        name: min(arr.shape[0], max(1, limit_bytes // per_sample[name])) for name, arr in fields
+    }
+    logical = sum(counts[name] * per_sample[name] for name, _ in fields)
+    zarr_times = _timed(lambda: [arr[: counts[name]] for name, arr in fields], repeats)
     rows = [_row("reference", "zarr-python read of the same store", "zarr_read", "GB/s",
                  nbytes=logical, times=zarr_times, cache="warm")]  # fmt: skip
     paths = []
     for name, arr in fields:
         path = workdir / f"{name}.npy"
-        np.save(path, arr[...])
+        np.save(path, arr[: counts[name]])
         paths.append(path)
 
     def read_npy() -> None:
@@ -549,24 +578,23 @@ def bench(
         else:
             store_path = str(store)
         split, fields = _store_fields(store_path)
+        limit = (8 if quick else 32) * 2**20  # bytes sampled per field by the codec section
         if store is not None:
-            limit = (8 if quick else 32) * 2**20
             for name, arr in fields:
                 per = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
                 data[name] = np.asarray(arr[: max(1, limit // per)])
         progress.advance(1)
         memcpy = _memcpy(repeats, quick)
         rows = [memcpy, _h2d(repeats, backend)]
-        limit = (8 if quick else 32) * 2**20
         for name, values in data.items():
             rows += _codec_rows(name, values, codecs, repeats, backend, memcpy["value"], limit)
         progress.advance(1)
-        store_rows, bound = _store_rows(store_path, fields, repeats, backend)
+        store_rows, bound = _store_rows(store_path, fields, repeats, backend, 4 * limit)
         rows += store_rows
         progress.advance(1)
-        rows.append(_loader_row(store_path, split, repeats, backend, step_ms, bound))
+        rows.append(_loader_row(store_path, split, repeats, backend, step_ms, bound, 4 * limit))
         progress.advance(1)
-        rows += _reference_reads(fields, repeats, work)
+        rows += _reference_reads(fields, repeats, work, 4 * limit)
         progress.advance(1)
     finally:
         shutil.rmtree(work, ignore_errors=True)
