@@ -32,7 +32,6 @@ __all__ = [
     "to_host",
 ]
 
-DeviceName = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 GPU_EXTRA_HINT = (
     "install the GPU extra matching your CUDA: pip install 'gpuds[gpu-cu12]' or '[gpu-cu13]'"

@@ -307,7 +307,6 @@ class Loader:
         self.remainder = remainder
         self.workers = workers or os.cpu_count() or 1
         self.backend: Backend = resolve(device)
-        self.device_note = self.backend.reason if device == "auto" else ""
         # The unit follows the field that costs the most to decode (most bytes per sample);
         # fields with longer chunks are read a whole chunk at a time through a small cache.
         heaviest = max(names, key=lambda f: _sample_nbytes(dataset.arrays[f]))
@@ -440,19 +439,6 @@ class Loader:
                 with self._cache_lock:
                     self._cache.pop(key, None)
         return future.result()
-
-    def _read_unit(self, u: int) -> dict[str, Any]:
-        start = u * self.unit
-        stop = min(start + self.unit, len(self.dataset))
-        out = {}
-        for name in self.fields:
-            chunk = int(self.dataset.arrays[name].chunks[0])
-            if chunk <= self.unit:
-                out[name] = self._read(name, start, stop)
-            else:
-                first = start // chunk * chunk
-                out[name] = self._read_chunk(name, start // chunk)[start - first : stop - first]
-        return out
 
     def _batches(self, plan: EpochPlan, start: int) -> Iterator[list[tuple[int, np.ndarray]]]:
         """The rank's remaining batches, each as pieces ``(window, local positions)``."""

@@ -37,7 +37,6 @@ __all__ = [
     "DEFAULT_CHUNK_MB",
     "FIELD_ATTR",
     "FORMAT_VERSION",
-    "SPLITS",
     "SUPPORTED_DTYPES",
     "FieldWriter",
     "StoreWriter",
@@ -77,7 +76,6 @@ SUPPORTED_DTYPES = frozenset(
 )
 """Dtypes an array field may have: everything a Zarr v3 reader and a GPU handle natively."""
 # largest single write: bounds how long a cancel request waits
-SPLITS = ("train", "val", "test")
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 _PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)-[0-9a-f]+$")
 
