@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -312,7 +312,7 @@ class Loader:
         heaviest = max(names, key=lambda f: _sample_nbytes(dataset.arrays[f]))
         self.unit = int(dataset.arrays[heaviest].chunks[0]) if len(dataset) else 1
         self._cache: OrderedDict[tuple[str, int], Future[np.ndarray]] = OrderedDict()
-        self._spare: list[dict[str, np.ndarray]] = []
+        self._local = threading.local()  # per-thread scratch chunks
         self._dtypes = {f: np.dtype(dataset.arrays[f].dtype) for f in names}
         self._readers = {
             f: chunk_reader(dataset.arrays[f], f"{dataset.path} field {f!r}") for f in names
@@ -440,18 +440,16 @@ class Loader:
                     self._cache.pop(key, None)
         return future.result()
 
-    def _batches(self, plan: EpochPlan, start: int) -> Iterator[list[tuple[int, np.ndarray]]]:
-        """The rank's remaining batches, each as pieces ``(window, local positions)``."""
-        pieces: list[tuple[int, np.ndarray]] = []
+    def _batches(self, plan: EpochPlan, start: int) -> Iterator[list[tuple[int, int, int]]]:
+        """The rank's remaining batches, each as pieces ``(window, a, b)``: positions ``[a, b)``
+        of the window's samples in delivery order."""
+        pieces: list[tuple[int, int, int]] = []
         filled = 0
-        orders: dict[int, np.ndarray] = {}
         for w, a, b in plan.segments(start, plan.hi):
-            if w not in orders:
-                orders = {w: plan.local_order(w)}  # one window's order in memory at a time
             pos = a
             while pos < b:
                 take = min(b - pos, self.batch_size - filled)
-                pieces.append((w, orders[w][pos : pos + take]))
+                pieces.append((w, pos, pos + take))
                 filled += take
                 pos += take
                 if filled == self.batch_size:
@@ -463,92 +461,131 @@ class Loader:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         plan = self.plan()
         start = plan.lo + self._position
-        specs = self._batches(plan, start)
         order_of_windows = list(dict.fromkeys(w for w, _, _ in plan.segments(start, plan.hi)))
         rank_of = {w: i for i, w in enumerate(order_of_windows)}
         windows: dict[int, _WindowData] = {}
-        users: dict[int, int] = {}
-        depth = max(2, 2 * self.workers)
-        # One pool decodes units and assembles batches: a batch's assembly is queued after the
-        # decoding of every unit it needs (FIFO), so it never waits on work queued behind it,
-        # and the cores are not oversubscribed.
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="gpuds-load") as decode:
-            assemble = decode
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gpuds-load")
+        try:
             opened = 0
-
-            def open_windows(upto: int) -> None:
+            for spec in self._batches(plan, start):
                 # Decode windows in stream order, up to `prefetch` beyond the one needed now.
-                nonlocal opened
-                while opened < len(order_of_windows) and opened <= upto + self.prefetch:
+                current = rank_of[spec[-1][0]]
+                while opened < len(order_of_windows) and opened <= current + self.prefetch:
                     w = order_of_windows[opened]
-                    windows[w] = self._open_window(plan, w, decode)
+                    windows[w] = self._open_window(plan, w, pool)
                     opened += 1
-
-            pending: deque[tuple[Future[dict[str, Any]], list[int]]] = deque()
-            exhausted = False
-            while True:
-                while not exhausted and len(pending) < depth:
-                    spec = next(specs, None)
-                    if spec is None:
-                        exhausted = True
-                        break
-                    used = list(dict.fromkeys(w for w, _ in spec))
-                    open_windows(max(rank_of[w] for w in used))
-                    for w in used:
-                        users[w] = users.get(w, 0) + 1
-                    data = {w: windows[w] for w in used}
-                    pending.append((assemble.submit(self._assemble, spec, data), used))
-                if not pending:
-                    break
-                future, used = pending.popleft()
-                batch = future.result()
-                for w in used:
-                    users[w] -= 1
-                    if users[w] == 0:  # no queued batch needs this window: recycle its buffers
-                        done = windows.pop(w, None)
-                        users.pop(w)
-                        if done is not None and not self.backend.is_gpu:
-                            self._spare.append(done.buffers)
-                yield self._hand_out(batch, len(batch[self.fields[0]]))
+                for w in list(windows):  # windows behind this batch are done: let them go
+                    if rank_of[w] < rank_of[spec[0][0]]:
+                        del windows[w]
+                parts = []
+                for w, a, b in spec:
+                    data = windows[w]
+                    if not data.ready:
+                        for future in data.futures:
+                            future.result()  # re-raises a decoding error here, in the consumer
+                        data.ready = True
+                    parts.append({name: data.buffers[name][a:b] for name in self.fields})
+                if len(parts) == 1:
+                    batch = parts[0]  # views of the window: no copy
+                else:  # a batch straddling windows: a new array
+                    xp = self.backend.xp
+                    batch = {
+                        name: xp.concatenate([part[name] for part in parts]) for name in self.fields
+                    }
+                self._position += len(batch[self.fields[0]])
+                yield batch
+        finally:  # also when the caller stops early: drop the decoding queued ahead
+            pool.shutdown(wait=True, cancel_futures=True)
         self._position = 0
 
     def _open_window(self, plan: EpochPlan, w: int, pool: ThreadPoolExecutor) -> _WindowData:
-        """Allocate a window's buffers and queue the decoding of its units into them."""
+        """Allocate a window's arrays and queue the decoding of its units into them.
+
+        The arrays hold the window's samples in delivery order, so batches are views of them.
+        They are new for every window and the loader never writes them again once decoded:
+        batches handed out stay valid for as long as the caller keeps them (DLPack consumers
+        rely on that), and the memory goes back when the last view of a window is dropped.
+        """
         window = plan.windows[w]
         if self.backend.is_gpu:
             data = _WindowData({}, [])
             data.futures.append(pool.submit(self._decode_window_gpu, plan, w, data.buffers))
             return data
-        buffers = self._window_buffers(window.size)
+        buffers = {
+            name: np.empty((window.size, *self.dataset.arrays[name].shape[1:]), self._dtypes[name])
+            for name in self.fields
+        }
+        # Sample k of the window (units concatenated) goes to delivery position where[k].
+        where = None
+        if plan.shuffle:
+            order = plan.local_order(w)
+            where = np.empty_like(order)
+            where[order] = np.arange(len(order))
         futures = []
         offset = 0
         for u in window.units:
-            futures.append(pool.submit(self._read_unit_into, u, buffers, offset))
-            offset += plan.unit_size(u)
+            n = plan.unit_size(u)
+            dest = None if where is None else where[offset : offset + n]
+            futures.append(pool.submit(self._fill_unit, u, buffers, offset, dest))
+            offset += n
         return _WindowData(buffers, futures)
 
-    def _window_buffers(self, size: int) -> dict[str, np.ndarray]:
-        """Buffers for a window of ``size`` samples, reusing those of a finished window.
+    def _fill_unit(
+        self, u: int, buffers: dict[str, np.ndarray], offset: int, dest: np.ndarray | None
+    ) -> None:
+        """Decode unit ``u`` into the window: in store order at ``offset``, or scattered to the
+        delivery positions ``dest`` from a per-thread scratch chunk (still in the core's cache,
+        so the scatter is the only pass over the window's memory)."""
+        n = min(self.unit, len(self.dataset) - u * self.unit)
+        for name in self.fields:
+            if dest is None:
+                self._read_unit_field_into(name, u, buffers[name][offset : offset + n])
+            else:
+                buffers[name][dest] = self._unit_rows(name, u)
 
-        Window buffers never leave the loader (batches are copies), so reusing them is safe, and
-        it spares the kernel from zero-filling fresh pages for every window.
-        """
-        while self._spare:
-            spare = self._spare.pop()
-            if all(len(b) >= size for b in spare.values()):
-                return {name: b[:size] for name, b in spare.items()}
-        return {
-            name: np.empty((size, *self.dataset.arrays[name].shape[1:]), self._dtypes[name])
-            for name in self.fields
-        }
+    def _scratch(self, name: str) -> np.ndarray:
+        """This thread's buffer for one decoded chunk of field ``name``."""
+        scratch: dict[str, np.ndarray] | None = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = self._local.scratch = {}
+        if name not in scratch:
+            reader = self._readers[name]
+            assert reader is not None
+            scratch[name] = np.empty((reader.chunk, *reader.sample_shape), reader.dtype)
+        return scratch[name]
+
+    def _unit_rows(self, name: str, u: int) -> np.ndarray:
+        """Unit ``u`` of field ``name`` in store order; possibly a view of this thread's scratch
+        or of a cached chunk, valid until the thread's next call."""
+        start = u * self.unit
+        stop = min(start + self.unit, len(self.dataset))
+        reader = self._readers[name]
+        if reader is not None and reader.chunk == self.unit:
+            scratch = self._scratch(name)
+            reader.read_into(u, scratch)
+            return scratch[: stop - start]
+        if reader is not None and reader.chunk > self.unit:
+            first = start // reader.chunk * reader.chunk
+            return self._read_chunk(name, start // reader.chunk)[start - first : stop - first]
+        return self._read(name, start, stop)
+
+    def _read_unit_field_into(self, name: str, u: int, rows: np.ndarray) -> None:
+        """Unit ``u`` of field ``name`` into ``rows`` (in store order)."""
+        reader = self._readers[name]
+        if reader is not None and reader.chunk == self.unit and len(rows) == self.unit:
+            reader.read_into(u, rows)  # straight into place: no copy
+        else:
+            rows[...] = self._unit_rows(name, u)
 
     def _decode_window_gpu(self, plan: EpochPlan, w: int, buffers: dict[str, Any]) -> None:
         """Decode one window on the device, on a stream of its own (overlapping the consumer):
         per field, the window's compressed chunks go to the device in one copy from pinned
-        memory and are decoded by one batched nvCOMP call (un-shuffled there too)."""
+        memory, are decoded by one batched nvCOMP call (un-shuffled there too), and are put in
+        delivery order by one gather on the device."""
         xp = self.backend.xp
         units = plan.windows[w].units
         sizes = [plan.unit_size(u) for u in units]
+        order = plan.local_order(w)
         stream = xp.cuda.Stream(non_blocking=True)
         with stream:
             for name in self.fields:
@@ -562,7 +599,7 @@ class Loader:
                     for u, n in zip(units, sizes, strict=True):
                         self._read_unit_field_into(name, u, host[offset : offset + n])
                         offset += n
-                    buffers[name] = xp.asarray(host)
+                    buffers[name] = xp.asarray(host[order] if plan.shuffle else host)
                     continue
                 payloads, keys = [], []
                 for u in units:
@@ -582,62 +619,12 @@ class Loader:
                 values = raw.view(self._dtypes[name]).reshape(
                     (len(units) * self.unit, *reader.sample_shape)
                 )
-                if any(n != self.unit for n in sizes):  # the dataset's last, partial unit
-                    keep = np.concatenate(
-                        [np.arange(i * self.unit, i * self.unit + n) for i, n in enumerate(sizes)]
-                    )
-                    values = xp.take(values, xp.asarray(keep), axis=0)
+                # Rows of the decoded units (the dataset's last unit may be partial: its padding
+                # rows are skipped), in delivery order: one index, one gather.
+                rows = np.concatenate(
+                    [np.arange(i * self.unit, i * self.unit + n) for i, n in enumerate(sizes)]
+                )
+                if plan.shuffle or len(rows) != len(values):
+                    values = xp.take(values, xp.asarray(rows[order]), axis=0)
                 buffers[name] = values
             stream.synchronize()
-
-    def _read_unit_field_into(self, name: str, u: int, rows: np.ndarray) -> None:
-        start = u * self.unit
-        stop = min(start + self.unit, len(self.dataset))
-        reader = self._readers[name]
-        if reader is not None and reader.chunk == self.unit and stop - start == self.unit:
-            reader.read_into(u, rows)  # straight into the window: no copy
-        elif reader is not None and reader.chunk > self.unit:
-            first = start // reader.chunk * reader.chunk
-            chunk = self._read_chunk(name, start // reader.chunk)
-            rows[...] = chunk[start - first : stop - first]
-        else:
-            rows[...] = self._read(name, start, stop)
-
-    def _read_unit_into(self, u: int, buffers: dict[str, np.ndarray], offset: int) -> None:
-        n = min(self.unit, len(self.dataset) - u * self.unit)
-        for name in self.fields:
-            self._read_unit_field_into(name, u, buffers[name][offset : offset + n])
-
-    def _assemble(
-        self, spec: list[tuple[int, np.ndarray]], windows: dict[int, _WindowData]
-    ) -> dict[str, np.ndarray]:
-        """Gather one batch from decoded windows (on a worker thread: numpy's take releases the
-        GIL, so batches are assembled in parallel with decoding)."""
-        xp = self.backend.xp
-        total = sum(len(local) for _, local in spec)
-        batch = {
-            name: xp.empty((total, *self.dataset.arrays[name].shape[1:]), self._dtypes[name])
-            for name in self.fields
-        }
-        filled = 0
-        for w, local in spec:
-            data = windows[w]
-            if not data.ready:
-                for future in data.futures:
-                    future.result()  # re-raises a decoding error in the consumer's thread
-                data.ready = True
-            index = xp.asarray(local) if self.backend.is_gpu else local
-            for name in self.fields:
-                rows = batch[name][filled : filled + len(local)]
-                if self.backend.is_gpu:
-                    xp.take(data.buffers[name], index, axis=0, out=rows)
-                else:
-                    # mode="clip": with mode="raise" NumPy buffers `out` (a second copy); the
-                    # indices come from the plan and are always in range.
-                    np.take(data.buffers[name], index, axis=0, out=rows, mode="clip")
-            filled += len(local)
-        return batch
-
-    def _hand_out(self, batch: dict[str, Any], filled: int) -> dict[str, Any]:
-        self._position += filled
-        return batch

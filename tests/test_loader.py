@@ -108,6 +108,51 @@ def test_values_and_dtypes_match_the_store_and_stay_aligned(store: Path):
         np.testing.assert_array_equal(batch["y"], y[batch["ids"]])
 
 
+def test_batches_kept_by_the_caller_are_never_overwritten(store: Path):
+    # Batches are views of window arrays: later windows and epochs must never write into them.
+    import zarr
+
+    x = zarr.open_group(store)["x"][...]
+    loader = gpuds.open(str(store)).loader(16, seed=2, shuffle_window=2, device="cpu")
+    kept = _epoch(loader)
+    want = loader.plan().stream()[: 16 * len(kept)]  # drop_last: the final 8 are not delivered
+    for epoch in (1, 2):  # many more windows than the loader holds at once
+        loader.set_epoch(epoch)
+        for _ in loader:
+            pass
+    assert len(loader.plan().windows) > 3 * (loader.prefetch + 2)
+    np.testing.assert_array_equal(_ids(kept), want)
+    np.testing.assert_array_equal(np.concatenate([b["x"] for b in kept]), x[want])
+
+
+def test_memory_is_bounded_by_prefetch_and_window(tmp_path: Path):
+    import tracemalloc
+
+    n, width = 16384, 64  # 256 bytes a sample, 4 MiB in all
+    np.save(tmp_path / "v.npy", np.arange(n * width, dtype=np.float32).reshape(n, width))
+    gpuds.ingest([tmp_path / "v.npy"], tmp_path / "raw.zarr")
+    settings = gpuds.FieldSettings(chunk_mb=0.016, shard_mb=0.5)  # units of 64 samples
+    gpuds.compress(tmp_path / "raw.zarr", tmp_path / "data.zarr", settings=settings)
+    loader = gpuds.open(str(tmp_path / "data.zarr")).loader(32, device="cpu", workers=2)
+    window_bytes = loader.unit * loader.shuffle_window * width * 4
+    assert window_bytes * 8 < n * width * 4  # the epoch is much more than a few windows
+
+    def peak(keep: bool) -> int:
+        kept = []
+        tracemalloc.start()
+        try:
+            for batch in loader:
+                if keep:
+                    kept.append(batch)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    # Stated bound (docs/loader.md): (prefetch + 2) windows, plus a batch and small change.
+    assert peak(keep=False) <= (loader.prefetch + 2) * window_bytes + 512 * 1024
+    assert peak(keep=True) >= n * width * 4  # kept batches keep their windows: it is measured
+
+
 def test_only_requested_fields(store: Path):
     batch = next(iter(gpuds.open(str(store)).loader(8, fields=["y"], device="cpu")))
     assert list(batch) == ["y"]

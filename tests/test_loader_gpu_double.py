@@ -81,12 +81,11 @@ def test_batches_equal_the_cpu_path_with_one_copy_and_one_decode_per_window(
     # longer chunks) is a light field: decoded on the host, one copy per window.
     assert set(gpu._gpu_codecs) == {"x"}
     assert nvcomp.Codec.calls["decode"] == windows
-    pieces = sum(len(spec) for spec in gpu._batches(gpu.plan(), 0))
-    partial = 1  # the window holding the dataset's last, partial unit drops its padding rows
-    # Per window: x's payloads in one copy, ids' decoded values in one copy, and the index of
-    # the few header bytes the codec checks (which come back: 1 small copy per window); per
-    # batch piece: its gather indices. The decoded data never goes back to the host.
-    assert cupy.transfers["to_device"] == 3 * windows + pieces + partial
+    # Per window: x's payloads in one copy, ids' decoded values (already in delivery order) in
+    # one copy, the index of the few header bytes the codec checks (which come back: 1 small
+    # copy per window), and x's delivery order for its one gather. Batches are views of the
+    # windows. The decoded data never goes back to the host.
+    assert cupy.transfers["to_device"] == 4 * windows
     assert cupy.transfers["to_host"] == windows
     cpu = list(ds.loader(64, seed=4, drop_last=False, shuffle_window=3, device="cpu"))
     assert len(cpu) == len(batches)
