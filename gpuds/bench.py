@@ -42,6 +42,7 @@ from gpuds.codecs import CodecConfig
 from gpuds.codecs.cpu import CpuChunkCodec
 from gpuds.codecs.reader import chunk_reader
 from gpuds.errors import ConfigError, GpudsError
+from gpuds.loader import default_workers
 from gpuds.progress import NullProgress, Progress, check_cancelled
 from gpuds.store import chunk_samples, iter_fields, open_store, utc_now
 
@@ -374,7 +375,7 @@ def _store_rows(
             files.append(reader._key(obj)[1])
             logical += (min(last * reader.chunk, n) - first * reader.chunk) * sample_bytes
     stored = sum(p.stat().st_size for p in files)
-    workers = os.cpu_count() or 1
+    workers = default_workers()  # the loader's pool: its bound is measured like it reads
 
     def read_files() -> None:
         with ThreadPoolExecutor(workers) as pool:
