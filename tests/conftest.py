@@ -103,3 +103,23 @@ def xp(request: pytest.FixtureRequest) -> Any:
     if cp is None:
         pytest.skip(f"no usable GPU: {reason}")
     return cp
+
+
+@pytest.fixture(scope="session")
+def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The quick start's dataset (10 images a class): made, ingested, preprocessed with
+    configs/image-classification.yaml (train/val splits) and compressed, as the examples use it."""
+    import gpuds
+
+    root = Path(__file__).parent.parent
+    tmp = tmp_path_factory.mktemp("sample-store")
+    data = tmp / "sample"
+    subprocess.run(
+        [sys.executable, str(root / "scripts" / "make_sample.py"), str(data), "--per-class", "10"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    gpuds.ingest([data / "images", data / "meta.csv", data / "embeddings.npy"], tmp / "raw.zarr")
+    config = gpuds.load_config(root / "configs" / "image-classification.yaml")
+    gpuds.preprocess(tmp / "raw.zarr", tmp / "prep.zarr", config=config, device="cpu")
+    gpuds.compress(tmp / "prep.zarr", tmp / "data.zarr")
+    return tmp / "data.zarr"

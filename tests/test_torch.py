@@ -12,6 +12,10 @@ import gpuds
 from gpuds.torch import GpudsIterableDataset, to_torch
 
 N = 300
+# Worker processes start from a fresh server process, not by forking this one: the test process
+# runs threads (JAX's, when tests/test_jax.py ran first) that a fork would copy mid-flight.
+# It is also the default start method from Python 3.14 on.
+WORKERS_CONTEXT = "forkserver"
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +47,9 @@ def test_two_worker_dataloader_yields_each_sample_once(store: Path, ranks: int):
             str(store), batch_size=8, rank=rank, world_size=ranks, device="cpu", drop_last=False
         )
         dataset.set_epoch(1)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=None, num_workers=2, multiprocessing_context=WORKERS_CONTEXT
+        )
         seen += [int(i) for batch in loader for i in batch["ids"]]
     # N = 300 divides by 2 and by 4 (ranks x workers): nothing is dropped.
     assert sorted(seen) == list(range(N))
@@ -54,7 +60,9 @@ def test_epochs_reshuffle_in_workers(store: Path):
     orders = []
     for epoch in (0, 1):
         dataset.set_epoch(epoch)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=None, num_workers=2, multiprocessing_context=WORKERS_CONTEXT
+        )
         orders.append(torch.cat([b["ids"] for b in loader]).tolist())
     assert sorted(orders[0]) == sorted(orders[1]) and orders[0] != orders[1]
 
@@ -73,24 +81,13 @@ def test_split_selection_and_rank_from_environment(
     assert sum(len(b["ids"]) for b in dataset) == 70  # 150 samples in val, half each, batches of 10
 
 
-def test_the_training_example_runs(tmp_path: Path):
+def test_the_training_example_runs(sample_store: Path):
     import subprocess
     import sys
 
     root = Path(__file__).parent.parent
-    data = tmp_path / "sample"
-    subprocess.run(
-        [sys.executable, str(root / "scripts" / "make_sample.py"), str(data), "--per-class", "10"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    gpuds.ingest(
-        [data / "images", data / "meta.csv", data / "embeddings.npy"], tmp_path / "raw.zarr"
-    )
-    config = gpuds.load_config(root / "configs" / "image-classification.yaml")
-    gpuds.preprocess(tmp_path / "raw.zarr", tmp_path / "prep.zarr", config=config, device="cpu")
-    gpuds.compress(tmp_path / "prep.zarr", tmp_path / "data.zarr")
     done = subprocess.run(
-        [sys.executable, str(root / "examples" / "train_torch.py"), str(tmp_path / "data.zarr"),
+        [sys.executable, str(root / "examples" / "train_torch.py"), str(sample_store),
          "--epochs", "1", "--batch", "8", "--device", "cpu"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
