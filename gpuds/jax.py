@@ -46,7 +46,7 @@ __all__ = ["batches", "loader", "to_jax"]
 def _fit_x64(name: str, values: Any) -> Any:
     """``values`` as JAX will hold them when 64-bit types are disabled, checked for loss."""
     dtype = np.dtype(values.dtype)
-    if dtype.itemsize != 8 or dtype.kind not in "iu" or getattr(jax.config, "jax_enable_x64"):
+    if dtype.itemsize != 8 or dtype.kind not in "iu" or jax.config.read("jax_enable_x64"):
         return values
     narrow = np.dtype(f"{dtype.kind}4")
     info = np.iinfo(narrow)
