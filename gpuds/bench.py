@@ -22,6 +22,7 @@ Rows that need a GPU on a machine without one have ``status: "skipped (no GPU)"`
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shutil
@@ -776,13 +777,17 @@ def plot(report: dict[str, Any], path: str | Path) -> dict[str, Any]:
         )
         ax.legend(loc="upper right")
     ax.set_xticks(range(len(rows)), labels, rotation=90, fontsize=7)
-    ax.set_ylabel("decode GB/s (uncompressed)")
+    ax.set_ylabel("decode GB/s (uncompressed, log scale)")
     env = report["environment"]
     ax.set_title(f"gpuds bench: decode on {env['cpu']} ({env['cores']} cores)", fontsize=9)
-    ax.set_ylim(0, max([*values, bound or 0]) * 1.15)
+    # Rates span orders of magnitude (gzip ~0.1 GB/s, lz4 and the memory copy ~10): on a linear
+    # axis the slow codecs' bars would be a pixel high. Bars rise from a decade below the slowest.
+    floor = 10 ** math.floor(math.log10(min(values) / 10))
+    ax.set_yscale("log")
+    ax.set_ylim(floor, max([*values, bound or 0]) * 3)
     fig.tight_layout()
     fig.canvas.draw()
-    low = min(values) / 2
+    low = math.sqrt(floor * min(values))  # halfway up the shortest bar, on the log axis
     _, y_pixel = ax.transData.transform((0, low))
     height = fig.canvas.get_width_height()[1]
     fig.savefig(path, format="png")
