@@ -572,21 +572,16 @@ class Loader:
     def _fill_units(
         self, buffers: dict[str, np.ndarray], jobs: list[tuple[int, int, np.ndarray | None]]
     ) -> None:
+        """Decode units ``(u, offset, dest)`` into the window: in store order at ``offset``, or
+        scattered to the delivery positions ``dest`` from a per-thread scratch chunk (still in
+        the core's cache, so the scatter is the only pass over the window's memory)."""
         for u, offset, dest in jobs:
-            self._fill_unit(u, buffers, offset, dest)
-
-    def _fill_unit(
-        self, u: int, buffers: dict[str, np.ndarray], offset: int, dest: np.ndarray | None
-    ) -> None:
-        """Decode unit ``u`` into the window: in store order at ``offset``, or scattered to the
-        delivery positions ``dest`` from a per-thread scratch chunk (still in the core's cache,
-        so the scatter is the only pass over the window's memory)."""
-        n = min(self.unit, len(self.dataset) - u * self.unit)
-        for name in self.fields:
-            if dest is None:
-                self._read_unit_field_into(name, u, buffers[name][offset : offset + n])
-            else:
-                buffers[name][dest] = self._unit_rows(name, u)
+            n = min(self.unit, len(self.dataset) - u * self.unit)
+            for name in self.fields:
+                if dest is None:
+                    self._read_unit_field_into(name, u, buffers[name][offset : offset + n])
+                else:
+                    buffers[name][dest] = self._unit_rows(name, u)
 
     def _scratch(self, name: str) -> np.ndarray:
         """This thread's buffer for one decoded chunk of field ``name``."""
@@ -631,6 +626,12 @@ class Loader:
         units = plan.windows[w].units
         sizes = [plan.unit_size(u) for u in units]
         order = plan.local_order(w)
+        # Rows of the decoded units in delivery order (the dataset's last unit may be partial:
+        # its padding rows are skipped); one gather per field, when needed at all.
+        rows = np.concatenate(
+            [np.arange(i * self.unit, i * self.unit + n) for i, n in enumerate(sizes)]
+        )
+        gather = rows[order] if plan.shuffle or len(rows) != len(units) * self.unit else None
         stream = xp.cuda.Stream(non_blocking=True)
         with stream:
             for name in self.fields:
@@ -664,12 +665,7 @@ class Loader:
                 values = raw.view(self._dtypes[name]).reshape(
                     (len(units) * self.unit, *reader.sample_shape)
                 )
-                # Rows of the decoded units (the dataset's last unit may be partial: its padding
-                # rows are skipped), in delivery order: one index, one gather.
-                rows = np.concatenate(
-                    [np.arange(i * self.unit, i * self.unit + n) for i, n in enumerate(sizes)]
-                )
-                if plan.shuffle or len(rows) != len(values):
-                    values = xp.take(values, xp.asarray(rows[order]), axis=0)
+                if gather is not None:
+                    values = xp.take(values, xp.asarray(gather), axis=0)
                 buffers[name] = values
             stream.synchronize()
