@@ -39,9 +39,10 @@ import zarr
 
 from gpuds import __version__
 from gpuds.backend import Backend, resolve
+from gpuds.chunks import FieldChunks, field_label
 from gpuds.codecs import CodecConfig
+from gpuds.codecs.checksum import append_crc32c, strip_crc32c
 from gpuds.codecs.cpu import CpuChunkCodec
-from gpuds.codecs.reader import chunk_reader
 from gpuds.errors import ConfigError, GpudsError
 from gpuds.loader import default_workers
 from gpuds.progress import NullProgress, Progress, check_cancelled
@@ -223,10 +224,19 @@ def _one_codec(
     label = f"{codec_name}{'+shuffle' if config.shuffle and codec_name != 'none' else ''}"
     cpu = CpuChunkCodec(config, itemsize)
     logical = sum(r.nbytes for r in raw)
-    payloads = cpu.encode(raw)
-    stored = sum(len(p) for p in payloads)
     sizes = [r.nbytes for r in raw]
     keys = [f"{name} chunk {i}" for i in range(len(raw))]
+
+    # As gpuds writes and reads chunks: each stored chunk carries its crc32c, checked first.
+    def encode() -> list[bytes]:
+        return [append_crc32c(p) for p in cpu.encode(raw)]
+
+    def decode_checked() -> list[np.ndarray]:
+        bodies = [strip_crc32c(p, k) for p, k in zip(payloads, keys, strict=True)]
+        return cpu.decode(bodies, sizes, keys)
+
+    payloads = encode()
+    stored = sum(len(p) for p in payloads)
 
     def check(decoded: list[np.ndarray], who: str) -> None:
         for got, want in zip(decoded, raw, strict=True):
@@ -236,7 +246,7 @@ def _one_codec(
                     "differ from the input; no speed is reported for a corrupting codec"
                 )
 
-    check(cpu.decode(payloads, sizes, keys), "cpu")
+    check(decode_checked(), "cpu")
     common: dict[str, Any] = {
         "field": name,
         "codec": label,
@@ -245,9 +255,9 @@ def _one_codec(
     results: list[list[np.ndarray]] = []
 
     def decode() -> None:
-        results.append(cpu.decode(payloads, sizes, keys))
+        results.append(decode_checked())
 
-    enc_times = _timed(lambda: cpu.encode(raw), repeats)
+    enc_times = _timed(encode, repeats)
     dec_times = _timed(decode, repeats)
     for decoded in results:
         check(decoded, "cpu")
@@ -346,6 +356,7 @@ def _store_fields(store: str) -> tuple[str, list[tuple[str, zarr.Array]]]:
 
 def _store_rows(
     store: str,
+    split: str,
     fields: list[tuple[str, zarr.Array]],
     repeats: int,
     backend: Backend,
@@ -353,46 +364,43 @@ def _store_rows(
 ) -> tuple[list[dict[str, Any]], float | None]:
     """Storage read, in-memory decode, and read+decode of the first whole shards (or chunks) of
     each field, up to about ``limit_bytes`` of it: a sample, so a large store fits in memory."""
-    readers = {name: chunk_reader(arr, name) for name, arr in fields}
-    if any(r is None for r in readers.values()):
+    readers = {name: FieldChunks(arr, field_label(store, split, name)) for name, arr in fields}
+    if any(r.codec is None for r in readers.values()):
         row = _row("store", "read+decode (store to memory)", "read_decode", "GB/s")
-        row["status"] = "not applicable (store not written by gpuds on local disk)"
+        row["status"] = "not applicable (a codec chain gpuds does not decode itself)"
         return [row], None
-    jobs: list[tuple[Any, int]] = []
-    files: list[Path] = []
+    jobs: list[tuple[FieldChunks, int]] = []
+    objects: list[tuple[FieldChunks, int]] = []
     logical = 0
     for reader in readers.values():
-        assert reader is not None
-        n = reader.array.shape[0]
-        per_object = reader.per_shard if reader.sharded else 1
-        objects = -(-n // (reader.chunk * per_object))
+        n = reader.length
         sample_bytes = reader.chunk_nbytes // reader.chunk
-        for obj in range(objects):
-            if obj and obj * per_object * reader.chunk_nbytes >= limit_bytes:
+        for obj in range(reader.nobjects):
+            if obj and obj * reader.per_shard * reader.chunk_nbytes >= limit_bytes:
                 break
-            first = obj * per_object
-            last = min(first + per_object, -(-n // reader.chunk))
+            first = obj * reader.per_shard
+            last = min(first + reader.per_shard, reader.nchunks)
             jobs += [(reader, i) for i in range(first, last)]
-            files.append(reader._key(obj)[1])
+            objects.append((reader, obj))
             logical += (min(last * reader.chunk, n) - first * reader.chunk) * sample_bytes
-    stored = sum(p.stat().st_size for p in files)
+    stored = sum(len(r.read_object(obj)) for r, obj in objects)
     workers = default_workers()  # the loader's pool: its bound is measured like it reads
 
     def read_files() -> None:
         with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(lambda p: p.read_bytes(), files))
+            list(pool.map(lambda job: job[0].read_object(job[1]), objects))
 
     def read_decode() -> None:
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(lambda job: job[0].read(job[1]), jobs))
 
-    payloads = [(r, r._payload(i)[0], i) for r, i in jobs]
+    payloads = [(r, r.payload(i), i) for r, i in jobs]
 
     def decode_only() -> None:
-        def one(item: tuple[Any, bytes | None, int]) -> None:
+        def one(item: tuple[FieldChunks, bytes | memoryview, int]) -> None:
             r, payload, i = item
-            if payload is not None:
-                r.codec.decode([payload], [r.chunk_nbytes], [f"chunk {i}"])
+            assert r.codec is not None
+            r.codec.decode([payload], [r.chunk_nbytes], [r.where(i)])
 
         with ThreadPoolExecutor(workers) as pool:
             list(pool.map(one, payloads))
@@ -584,14 +592,15 @@ def bench(
         if store is not None:
             for name, arr in fields:
                 per = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
-                data[name] = np.asarray(arr[: max(1, limit // per)])
+                reader = FieldChunks(arr, field_label(store_path, split, name))
+                data[name] = reader.read_range(0, min(reader.length, max(1, limit // per)))
         progress.advance(1)
         memcpy = _memcpy(repeats, quick)
         rows = [memcpy, _h2d(repeats, backend)]
         for name, values in data.items():
             rows += _codec_rows(name, values, codecs, repeats, backend, memcpy["value"], limit)
         progress.advance(1)
-        store_rows, bound = _store_rows(store_path, fields, repeats, backend, 4 * limit)
+        store_rows, bound = _store_rows(store_path, split, fields, repeats, backend, 4 * limit)
         rows += store_rows
         progress.advance(1)
         rows.append(_loader_row(store_path, split, repeats, backend, step_ms, bound, 4 * limit))

@@ -40,7 +40,7 @@ from gpuds.compress import FieldSettings, load_compress_config
 from gpuds.config import PipelineConfig, load_config
 from gpuds.errors import Cancelled, ConfigError, GpudsError
 from gpuds.inspection import PORTABILITY
-from gpuds.progress import request_cancel
+from gpuds.progress import cancel_pending, request_cancel
 from gpuds.sources.base import ReadOptions, parse_size
 from gpuds.store import DEFAULT_CHUNK_MB
 
@@ -332,8 +332,9 @@ def _compact(value: Any, limit: int = 400) -> str:
 
 
 def _codec_label(names: list[str]) -> str:
-    """``["sharding_indexed", "bytes", "numcodecs.shuffle", "zstd"]`` → ``shard(shuffle+zstd)``."""
-    short = [n.removeprefix("numcodecs.") for n in names if n != "bytes"]
+    """``["sharding_indexed", "bytes", "numcodecs.shuffle", "zstd", "crc32c"]`` →
+    ``shard(shuffle+zstd)`` (the checksum has a column of its own)."""
+    short = [n.removeprefix("numcodecs.") for n in names if n not in ("bytes", "crc32c")]
     if short and short[0] == "sharding_indexed":
         return f"shard({'+'.join(short[1:]) or 'raw'})"
     return "+".join(short) or "raw"
@@ -350,7 +351,9 @@ def _render_inspect(report: dict[str, Any]) -> None:
         f"created {report['created']} · {report['num_samples']} samples"
     )
     table = Table(show_edge=False, pad_edge=False)
-    for col in ("field", "shape", "dtype", "chunks", "shards", "codecs", "stored", "ratio"):
+    for col in (
+        "field", "shape", "dtype", "chunks", "shards", "codecs", "checksum", "stored", "ratio"
+    ):  # fmt: skip
         table.add_column(col, justify="right" if col in ("stored", "ratio") else "left")
     table.add_column("portable")
     for f in report["fields"]:
@@ -362,6 +365,7 @@ def _render_inspect(report: dict[str, Any]) -> None:
             "×".join(map(str, f["chunks"])),
             "×".join(map(str, f["shards"])) if f["shards"] else "-",
             escape(_codec_label(f["codecs"])),
+            f["checksum"] or "[yellow]none[/yellow]",
             _human(f["stored_bytes"]),
             f"{f['ratio']:.2f}x" if f["ratio"] else "-",
             f["portability"],
@@ -399,6 +403,14 @@ def _render_inspect(report: dict[str, Any]) -> None:
             )
     if report["fingerprint"]:
         tree.add(f"fingerprint {report['fingerprint']}")
+    unchecked = [f for f in report["fields"] if not f["checksum"]]
+    if report["fields"] and not unchecked:
+        tree.add("checksums: crc32c on every chunk, checked on every read")
+    elif unchecked:
+        tree.add(
+            f"[yellow]checksums: none on {len(unchecked)} field(s)[/yellow] (written before "
+            "format 2): reads check only that chunks decode; --verify also checks fingerprints"
+        )
     levels = sorted({f["portability"] for f in report["fields"]})
     tree.add("portable: " + "; ".join(f"{lv} = {PORTABILITY.get(lv, lv)}" for lv in levels))
     if "verify" in report:
@@ -879,13 +891,22 @@ def _environment() -> dict[str, Any]:
     return versions
 
 
+class _Interrupted(BaseException):
+    """A second Ctrl-C (or SIGTERM): stop at once. Not a KeyboardInterrupt, which Typer turns
+    into a silent exit; a BaseException, so that no ``except Exception`` in a stage stops it."""
+
+
 def _on_signal(signum: int, frame: FrameType | None) -> None:
-    # Stop at the next safe point so the partial output is removed cleanly; a second Ctrl-C
-    # (or SIGTERM) while waiting stops at once.
-    if _state.get("cancelling"):
-        raise KeyboardInterrupt
-    _state["cancelling"] = True
-    request_cancel()
+    # The first signal asks the stage to stop at its next safe point, where it removes its
+    # partial output. A second one while that request still waits (a long write or decode)
+    # stops at once, but only once: the clean-up that follows must run to its end, so any later
+    # signal, or one arriving after the stage took the request, is ignored.
+    if not _state["cancelling"]:
+        _state["cancelling"] = True
+        request_cancel()
+    elif cancel_pending() and not _state["interrupted"]:
+        _state["interrupted"] = True
+        raise _Interrupted
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -895,10 +916,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    _state["cancelling"] = False
+    _state["cancelling"] = _state["interrupted"] = False
     try:
         app(args=argv, prog_name="gpuds")
-    except (Cancelled, KeyboardInterrupt):
+    except (Cancelled, _Interrupted):
         stderr.print("[red]interrupted[/red]: the partial output was removed")
         return 130
     except SystemExit as e:
@@ -929,4 +950,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """Console-script wrapper."""
-    sys.exit(main())
+    code = main()
+    # The run is over: a signal arriving while the interpreter shuts down must not turn the exit
+    # code into a kill (Python restores the default handlers late in its shutdown, not SIG_IGN).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)

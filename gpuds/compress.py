@@ -30,8 +30,10 @@ import zarr
 from zarr.codecs import BytesCodec
 
 from gpuds.backend import resolve
+from gpuds.chunks import FieldChunks, field_label
 from gpuds.codecs import GPU_ONLY, ChunkCodec, CodecConfig, chunk_codec, zarr_compressors
 from gpuds.codecs.auto import choose as choose_codec
+from gpuds.codecs.checksum import append_crc32c
 from gpuds.codecs.shard import write_shard
 from gpuds.config import read_mapping
 from gpuds.errors import ConfigError, CorruptChunkError
@@ -41,6 +43,7 @@ from gpuds.store import (
     StoreWriter,
     chunk_samples_for,
     dataset_fingerprint,
+    field_fingerprint,
     iter_fields,
     open_store,
     read_info,
@@ -158,6 +161,8 @@ class _Plan:
     settings: FieldSettings
     chunk: int
     shard: int
+    input_path: str
+    input_version: int
 
     @property
     def label(self) -> str:
@@ -221,11 +226,14 @@ def compress(
         nbytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
         chunk = chunk_samples_for(nbytes, chosen.chunk_mb, array.shape[0])
         if chosen.codec.name == "auto":
-            picked, table = choose_codec(array, chunk)
+            picked, table = choose_codec(
+                FieldChunks(array, field_label(str(source), split, name)), chunk
+            )
             trials[f"{split}/{name}" if split else name] = table
             chosen = FieldSettings(picked, chosen.chunk_mb, chosen.shard_mb)
         shard = shard_samples(chunk, nbytes, chosen.shard_mb, array.shape[0])
-        plans.append(_Plan(split, name, array, chosen, chunk, shard))
+        version = int(info_in.get("format_version", 1))
+        plans.append(_Plan(split, name, array, chosen, chunk, shard, str(source), version))
     if not plans:
         raise ConfigError(f"{source}: no fields to compress")
     gpu_only = sorted({p.settings.codec.name for p in plans if p.settings.codec.name in GPU_ONLY})
@@ -296,8 +304,8 @@ def _shard_regions(plan: _Plan) -> Iterator[tuple[int, int, int]]:
         yield s, start, min(start + plan.shard, n)
 
 
-def _read(array: zarr.Array, start: int, stop: int) -> np.ndarray:
-    return np.asarray(array[start:stop])
+def _read(chunks: FieldChunks, start: int, stop: int) -> np.ndarray:
+    return chunks.read_range(start, stop)
 
 
 def _raw_chunks(values: np.ndarray, plan: _Plan, dtype: np.dtype[Any]) -> list[np.ndarray]:
@@ -323,8 +331,11 @@ def _write_field(
     stored_attrs: Any = array.attrs.get(FIELD_ATTR)
     attrs = dict(stored_attrs) if isinstance(stored_attrs, Mapping) else {}
     # Compression does not change the values, so the input's recorded fingerprint stays true
-    # (verify proves it byte for byte); only a store without one is hashed here.
-    digest = None if attrs.get("fingerprint") else hashlib.blake2b(digest_size=16)
+    # (verify proves it byte for byte); a store without one, or from format 1 (whose fingerprints
+    # cover the bytes only), is hashed here.
+    keep = bool(attrs.get("fingerprint")) and plan.input_version >= 2
+    digest = None if keep else hashlib.blake2b(digest_size=16)
+    source = FieldChunks(plan.source, field_label(plan.input_path, plan.split, plan.name))
     stored = 0
     started = time.perf_counter()
     regions = list(_shard_regions(plan))
@@ -332,17 +343,17 @@ def _write_field(
         pending: Future[np.ndarray] | None = None
         for i, (s, start, stop) in enumerate(regions):
             check_cancelled()
-            values = pending.result() if pending is not None else _read(plan.source, start, stop)
+            values = pending.result() if pending is not None else _read(source, start, stop)
             pending = None
             if i + 1 < len(regions):
                 _, nstart, nstop = regions[i + 1]
-                pending = reader.submit(_read, plan.source, nstart, nstop)
+                pending = reader.submit(_read, source, nstart, nstop)
             values = np.ascontiguousarray(values, dtype=array.dtype)
             if digest is not None:
                 digest.update(values.data.cast("B"))
-            payloads: list[bytes | None] = list(
-                codec.encode(_raw_chunks(values, plan, array.dtype))
-            )
+            payloads: list[bytes | None] = [
+                append_crc32c(p) for p in codec.encode(_raw_chunks(values, plan, array.dtype))
+            ]
             payloads += [None] * (per_shard - len(payloads))
             key = root / array.metadata.encode_chunk_key((s,) + (0,) * (array.ndim - 1))
             key.parent.mkdir(parents=True, exist_ok=True)
@@ -350,7 +361,7 @@ def _write_field(
             progress.advance(1)
     seconds = time.perf_counter() - started
     if digest is not None:
-        attrs["fingerprint"] = "blake2b:" + digest.hexdigest()
+        attrs["fingerprint"] = field_fingerprint(digest.digest(), array.dtype, array.shape)
         array.attrs.put({FIELD_ATTR: attrs})
     logical = int(array.nbytes)
     return {
@@ -377,9 +388,10 @@ def _verify_field(partial: Path, plan: _Plan, progress: Progress) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         written = zarr.open_array(partial / plan.path, mode="r")
+    source = FieldChunks(plan.source, field_label(plan.input_path, plan.split, plan.name))
     for s, start, stop in _shard_regions(plan):
         check_cancelled()
-        expected = np.ascontiguousarray(plan.source[start:stop])
+        expected = source.read_range(start, stop)
         try:
             actual = np.ascontiguousarray(written[start:stop])
         except Exception as e:  # any decode failure means the shard we wrote is unreadable

@@ -9,18 +9,24 @@ fingerprint recorded when it was written are all reported by field and chunk key
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterator
-from itertools import product
 from typing import Any
 
 import numpy as np
 import zarr
 from zarr.core.sync import sync
 
-from gpuds.errors import StoreError
+from gpuds.chunks import FieldChunks, field_label
+from gpuds.errors import CorruptChunkError, StoreError
 from gpuds.progress import NullProgress, Progress
-from gpuds.store import ATTR, FIELD_ATTR, FORMAT_VERSION, iter_fields
+from gpuds.store import (
+    ATTR,
+    FIELD_ATTR,
+    FORMAT_VERSION,
+    check_records,
+    field_fingerprint,
+    iter_fields,
+)
 
 __all__ = ["PORTABILITY", "codec_chain", "inspect_store", "portability"]
 
@@ -32,7 +38,7 @@ PORTABILITY = {
 }
 _SPEC_CODECS = {"bytes", "transpose", "zstd", "gzip", "blosc", "crc32c", "sharding_indexed"}
 _RANK = ["any", "zarr-python", "gpuds-gpu", "unknown"]
-_VERIFY_BLOCK_BYTES = 64 * 2**20
+_MAX_LISTED_OBJECTS = 2**22  # beyond this many declared objects, missing ones are only counted
 
 
 def codec_chain(array: zarr.Array) -> list[dict[str, Any]]:
@@ -104,12 +110,6 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
-def _grid_shape(array: zarr.Array) -> tuple[int, ...]:
-    """Shape of the grid of stored objects: shards when sharded, chunks otherwise."""
-    outer = array.shards or array.chunks
-    return tuple(math.ceil(s / c) if c else 0 for s, c in zip(array.shape, outer, strict=True))
-
-
 _METADATA_KEYS = {"zarr.json", ".zarray", ".zattrs", ".zgroup", ".zmetadata"}
 
 
@@ -144,6 +144,7 @@ def _field_report(split: str, name: str, array: zarr.Array) -> dict[str, Any]:
         "chunks": list(array.chunks),
         "shards": list(array.shards) if array.shards else None,
         "codecs": _data_codec_names(chain),
+        "checksum": "crc32c" if _data_codec_names(chain)[-1:] == ["crc32c"] else None,
         "codec_chain": chain,
         "portability": portability(chain),
         "logical_bytes": logical,
@@ -187,6 +188,9 @@ def inspect_store(
     elif not isinstance(info.get("format_version"), int) or info["format_version"] > FORMAT_VERSION:
         problems.append(f"format version {info.get('format_version')!r} is newer than this gpuds")
     fields = [(s, n, a) for s, n, a in iter_fields(group)]
+    # Metadata that disagrees with the record cannot be trusted to size anything by.
+    untrusted = check_records(group, info, str(path)) if info.get("complete") is True else []
+    problems += untrusted
     reports = [_field_report(s, n, a) for s, n, a in fields]
     lengths: dict[str, set[int]] = {}
     for r in reports:
@@ -218,16 +222,13 @@ def inspect_store(
         "history": info.get("history", []),
         "problems": problems,
     }
-    if verify:
-        report["verify"] = _verify(fields, progress, problems)
+    if verify and not untrusted:
+        report["verify"] = _verify(str(path), info, fields, progress, problems)
+    elif verify:
+        report["verify"] = {"chunks": 0, "chunks_decoded": 0, "ok": False}
+        problems.append("not verified: the store's metadata cannot be trusted (above)")
     safe: dict[str, Any] = _json_safe(report)
     return safe
-
-
-def _chunk_keys(array: zarr.Array) -> list[tuple[tuple[int, ...], str]]:
-    grid = _grid_shape(array)
-    encode = array.metadata.encode_chunk_key
-    return [(coords, encode(coords)) for coords in product(*(range(g) for g in grid))]
 
 
 def _listed_keys(array: zarr.Array) -> set[str]:
@@ -240,63 +241,81 @@ def _listed_keys(array: zarr.Array) -> set[str]:
     return sync(collect())
 
 
-def _region(array: zarr.Array, coords: tuple[int, ...]) -> tuple[slice, ...]:
-    outer = array.shards or array.chunks
-    return tuple(
-        slice(c * size, min((c + 1) * size, extent))
-        for c, size, extent in zip(coords, outer, array.shape, strict=True)
-    )
-
-
-def _failing_inner_chunk(array: zarr.Array, coords: tuple[int, ...]) -> str:
-    """For a shard that fails to decode, name its first inner chunk that fails on its own."""
-    if not array.shards:
-        return ""
-    outer = _region(array, coords)
-    for i, start in enumerate(range(outer[0].start, outer[0].stop, array.chunks[0])):
-        inner = (slice(start, min(start + array.chunks[0], outer[0].stop)), *outer[1:])
-        try:
-            array[inner]
-        except Exception:  # the first inner chunk that fails is the one to name
-            return f" (inner chunk {i})"
-    return " (index)"
-
-
 def _verify(
-    fields: list[tuple[str, str, zarr.Array]], progress: Progress, problems: list[str]
+    path: str,
+    info: dict[str, Any],
+    fields: list[tuple[str, str, zarr.Array]],
+    progress: Progress,
+    problems: list[str],
 ) -> dict[str, Any]:
-    keys_of = {id(a): _chunk_keys(a) for _, _, a in fields}
-    total = sum(len(keys) for keys in keys_of.values())
-    progress.start("verify", total)
-    checked = 0
+    """Decode every chunk through the chunk service (presence, checksums, sizes) and recompute
+    each field's fingerprint; append one problem per damaged chunk, and per field for missing
+    ones (the first named, the rest counted)."""
+    recorded = info.get("format_version")
+    version = recorded if isinstance(recorded, int) else 1
+    readers: list[tuple[str, FieldChunks | None, zarr.Array]] = []
     for split, name, array in fields:
         label = f"{split}/{name}" if split else name
-        keys = keys_of[id(array)]
+        try:
+            readers.append((label, FieldChunks(array, field_label(path, split, name)), array))
+        except StoreError as e:
+            problems.append(str(e))
+            readers.append((label, None, array))
+    total = sum(r.nchunks for _, r, _ in readers if r is not None)
+    progress.start("verify", total)
+    checked = 0
+    for label, reader, array in readers:
+        if reader is None:
+            continue
         listed = _listed_keys(array)
-        missing = [key for _, key in keys if key not in listed]
+        missing = [
+            reader.object_key(obj)
+            for obj in range(min(reader.nobjects, _MAX_LISTED_OBJECTS))
+            if reader.object_key(obj) not in listed
+        ]
+        stored_objects = len(listed - _METADATA_KEYS)
+        if reader.nobjects > _MAX_LISTED_OBJECTS and stored_objects < reader.nobjects:
+            problems.append(
+                f"field {label} declares {reader.nobjects} stored objects but "
+                f"{stored_objects} are stored: its shape or chunks were changed; not verified"
+            )
+            progress.advance(reader.nchunks)
+            continue
+        kind = "shard" if reader.sharded else "chunk"
         if missing:
             more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-            problems.append(f"missing chunk {label} {missing[0]}{more}")
+            problems.append(
+                f"missing {kind} in {reader.label}, {kind} {missing[0]}{more}: a gpuds store is "
+                "dense, so a missing object is damage"
+            )
+        absent = set(missing)
+        digest = hashlib.blake2b(digest_size=16)
+        seen: set[str] = set()
+        ok = not missing
+        for index in range(reader.nchunks):
+            progress.advance(1)
+            if reader.object_key(index // reader.per_shard) in absent:
+                continue
+            try:
+                values = reader.read(index)
+            except CorruptChunkError as e:
+                ok = False
+                message = str(e)
+                if message not in seen:  # a damaged shard index fails all its chunks alike
+                    seen.add(message)
+                    problems.append(message)
+                continue
+            rows = min(reader.chunk, reader.length - index * reader.chunk)
+            digest.update(np.ascontiguousarray(values[:rows]).data.cast("B"))
+            checked += 1
         attrs = array.attrs.get(FIELD_ATTR)
         expected = attrs.get("fingerprint") if isinstance(attrs, dict) else None
-        digest = hashlib.blake2b(digest_size=16)
-        axis0_only = all(c == s for c, s in zip(array.chunks[1:], array.shape[1:], strict=True))
-        ok = True
-        for coords, key in keys:
-            try:
-                values = np.ascontiguousarray(array[_region(array, coords)])
-            except Exception as e:  # codecs raise many types; each is a corrupt chunk here
-                where = _failing_inner_chunk(array, coords)
-                problems.append(f"corrupt chunk {label} {key}{where}: {type(e).__name__}: {e}")
-                ok = False
-                progress.advance(1)
-                continue
-            if axis0_only:
-                digest.update(values.data.cast("B"))
-            checked += 1
-            progress.advance(1)
-        if ok and not missing and expected and axis0_only:
-            actual = "blake2b:" + digest.hexdigest()
+        if ok and expected:
+            actual = (
+                field_fingerprint(digest.digest(), reader.dtype, array.shape)
+                if version >= 2
+                else "blake2b:" + digest.hexdigest()
+            )
             if actual != expected:
                 problems.append(
                     f"field {label}: content fingerprint {actual} differs from the recorded "

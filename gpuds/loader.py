@@ -49,8 +49,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gpuds.backend import Backend, resolve
-from gpuds.codecs.reader import chunk_reader
-from gpuds.errors import ConfigError, CorruptChunkError
+from gpuds.chunks import FieldChunks, field_label
+from gpuds.errors import ConfigError
 
 if TYPE_CHECKING:
     from gpuds.dataset import Dataset
@@ -275,7 +275,9 @@ class Loader:
         Shuffle the units and, within windows of ``shuffle_window`` units, the samples; the order
         depends only on ``(seed, epoch)``.
     drop_last
-        Drop the last batch of an epoch when it is short.
+        Drop the last batch of an epoch when it is short (default False, as PyTorch's
+        ``DataLoader``: every sample of the rank's share is delivered). An epoch that would
+        deliver no batch at all is a :class:`~gpuds.errors.ConfigError`.
     device
         ``auto``, ``cpu`` (NumPy batches) or ``cuda`` (CuPy batches).
     rank, world_size
@@ -307,7 +309,7 @@ class Loader:
         fields: Sequence[str] | None = None,
         shuffle: bool = True,
         seed: int = 0,
-        drop_last: bool = True,
+        drop_last: bool = False,
         device: str = "auto",
         rank: int | None = None,
         world_size: int | None = None,
@@ -349,7 +351,8 @@ class Loader:
         self._local = threading.local()  # per-thread scratch chunks
         self._dtypes = {f: np.dtype(dataset.arrays[f].dtype) for f in names}
         self._readers = {
-            f: chunk_reader(dataset.arrays[f], f"{dataset.path} field {f!r}") for f in names
+            f: FieldChunks(dataset.arrays[f], field_label(dataset.path, dataset.name, f))
+            for f in names
         }
         # On a GPU, the unit-sized fields gpuds can read directly are decoded there by nvCOMP;
         # light fields (longer chunks, e.g. labels) are decoded on the host and copied.
@@ -359,13 +362,33 @@ class Loader:
 
             for f in names:
                 reader = self._readers[f]
-                if reader is not None and reader.chunk == self.unit:
+                if reader.config is not None and reader.chunk == self.unit:
                     self._gpu_codecs[f] = NvcompChunkCodec(
-                        reader.codec.config, self._dtypes[f].itemsize, self._dtypes[f]
+                        reader.config, self._dtypes[f].itemsize, self._dtypes[f]
                     )
         self._cache_lock = threading.Lock()
         self.epoch = 0
         self._position = 0
+        self._check_not_empty()
+
+    def _check_not_empty(self) -> None:
+        plan = self.plan()
+        share = plan.hi - plan.lo
+        if share >= (self.batch_size if self.drop_last else 1):
+            return
+        split = f" split {self.dataset.name!r}" if self.dataset.name else ""
+        why = (
+            f"with drop_last=True its share of {share} samples is less than batch_size "
+            f"{self.batch_size}"
+            if share
+            else "its share is 0 samples"
+        )
+        raise ConfigError(
+            f"{self.dataset.path}{split}: an epoch would deliver no batch: {len(self.dataset)} "
+            f"samples over {self.world_size} rank(s) (remainder={self.remainder!r}), rank "
+            f"{self.rank} gets {share}; {why}. Use a smaller batch_size, drop_last=False, "
+            "fewer ranks or remainder='pad'"
+        )
 
     # -- order ------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -434,21 +457,6 @@ class Loader:
         self._position = int(state["position"])
 
     # -- reading ----------------------------------------------------------------------------
-    def _read(self, name: str, start: int, stop: int) -> np.ndarray:
-        reader = self._readers[name]
-        if reader is not None:
-            first, last = start // reader.chunk, (stop - 1) // reader.chunk
-            parts = [reader.read(i) for i in range(first, last + 1)]
-            whole = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            return whole[start - first * reader.chunk : stop - first * reader.chunk]
-        try:
-            return np.asarray(self.dataset.arrays[name][start:stop])
-        except Exception as e:  # zarr and the codecs raise many types for damaged data
-            raise CorruptChunkError(
-                f"{self.dataset.path}: field {name!r}, samples {start}..{stop}: cannot be "
-                f"decoded ({type(e).__name__}: {e})"
-            ) from e
-
     def _read_chunk(self, name: str, index: int) -> np.ndarray:
         """A whole chunk of a field whose chunks are longer than the unit, decoded once."""
         chunk = int(self.dataset.arrays[name].chunks[0])
@@ -467,7 +475,8 @@ class Loader:
         if owner:
             try:
                 start = index * chunk
-                future.set_result(self._read(name, start, min(start + chunk, len(self.dataset))))
+                stop = min(start + chunk, len(self.dataset))
+                future.set_result(self._readers[name].read_range(start, stop))
             except BaseException as e:
                 future.set_exception(e)
                 with self._cache_lock:
@@ -590,7 +599,6 @@ class Loader:
             scratch = self._local.scratch = {}
         if name not in scratch:
             reader = self._readers[name]
-            assert reader is not None
             scratch[name] = np.empty((reader.chunk, *reader.sample_shape), reader.dtype)
         return scratch[name]
 
@@ -600,19 +608,19 @@ class Loader:
         start = u * self.unit
         stop = min(start + self.unit, len(self.dataset))
         reader = self._readers[name]
-        if reader is not None and reader.chunk == self.unit:
+        if reader.chunk == self.unit:
             scratch = self._scratch(name)
             reader.read_into(u, scratch)
             return scratch[: stop - start]
-        if reader is not None and reader.chunk > self.unit:
+        if reader.chunk > self.unit:
             first = start // reader.chunk * reader.chunk
             return self._read_chunk(name, start // reader.chunk)[start - first : stop - first]
-        return self._read(name, start, stop)
+        return reader.read_range(start, stop)
 
     def _read_unit_field_into(self, name: str, u: int, rows: np.ndarray) -> None:
         """Unit ``u`` of field ``name`` into ``rows`` (in store order)."""
         reader = self._readers[name]
-        if reader is not None and reader.chunk == self.unit and len(rows) == self.unit:
+        if reader.chunk == self.unit and len(rows) == self.unit:
             reader.read_into(u, rows)  # straight into place: no copy
         else:
             rows[...] = self._unit_rows(name, u)
@@ -637,7 +645,7 @@ class Loader:
             for name in self.fields:
                 codec = self._gpu_codecs.get(name)
                 reader = self._readers[name]
-                if codec is None or reader is None:
+                if codec is None:
                     host = np.empty(
                         (sum(sizes), *self.dataset.arrays[name].shape[1:]), self._dtypes[name]
                     )
@@ -647,13 +655,10 @@ class Loader:
                         offset += n
                     buffers[name] = xp.asarray(host[order] if plan.shuffle else host)
                     continue
-                payloads, keys = [], []
-                for u in units:
-                    payload, where = reader._payload(u)
-                    if payload is None:
-                        raise CorruptChunkError(f"missing chunk {reader.label} {where}")
-                    payloads.append(payload)
-                    keys.append(f"{reader.label} {where}")
+                # Checksums are checked here, on the host, as the bytes are gathered for the
+                # one copy to the device (docs/FORMAT.md).
+                payloads = [reader.payload(u) for u in units]
+                keys = [reader.where(u) for u in units]
                 lengths = [len(p) for p in payloads]
                 staging = _pinned(xp, sum(lengths))
                 staging[:] = np.frombuffer(b"".join(payloads), dtype=np.uint8)

@@ -29,6 +29,7 @@ import numpy as np
 import zarr
 
 from gpuds.backend import Backend, resolve, to_device, to_host
+from gpuds.chunks import FieldChunks, field_label
 from gpuds.config import PipelineConfig
 from gpuds.errors import ConfigError
 from gpuds.ops import Block, Op, Spec, make_op
@@ -182,10 +183,17 @@ def preprocess(
     block = chunk_samples(max(1, sum(s.sample_nbytes for s in specs.values())), cfg.block_mb)
     fit_index = split.names.index(cfg.fit_split) if split and cfg.fit_split in split.names else 0
 
+    inputs = {
+        name: FieldChunks(arr, field_label(str(source), "", name)) for name, arr in arrays.items()
+    }
+
     def read_input() -> Iterator[Block]:
         for start in range(0, n_in, block):
             stop = min(start + block, n_in)
-            fields = {name: to_device(arr[start:stop], backend) for name, arr in arrays.items()}
+            fields = {
+                name: to_device(chunks.read_range(start, stop), backend)
+                for name, chunks in inputs.items()
+            }
             index = backend.xp.arange(start, stop, dtype=backend.xp.int64)
             progress.advance(stop - start)
             yield Block(fields, index)

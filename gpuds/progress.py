@@ -11,7 +11,14 @@ from typing import Protocol
 
 from gpuds.errors import Cancelled
 
-__all__ = ["Cancelled", "NullProgress", "Progress", "check_cancelled", "request_cancel"]
+__all__ = [
+    "Cancelled",
+    "NullProgress",
+    "Progress",
+    "cancel_pending",
+    "check_cancelled",
+    "request_cancel",
+]
 
 
 class Progress(Protocol):
@@ -46,6 +53,11 @@ _cancel = threading.Event()
 def request_cancel() -> None:
     """Ask running stages to stop at their next safe point (between writes, before commit)."""
     _cancel.set()
+
+
+def cancel_pending() -> bool:
+    """True while a cancel request waits for a stage to reach its next safe point."""
+    return _cancel.is_set()
 
 
 def check_cancelled() -> None:

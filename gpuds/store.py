@@ -13,23 +13,33 @@ completion marker included, is on disk. An existing output is replaced only with
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
+import errno
 import hashlib
+import json
 import os
-import re
-import secrets
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BytesCodec, ZstdCodec
+from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 
 from gpuds import __version__
-from gpuds.errors import IncompleteStoreError, StoreError, StoreExistsError
+from gpuds.commit import (
+    interrupted_overwrite,
+    is_zarr_store,
+    partial_path,
+    publish,
+    recover,
+    remove,
+)
+from gpuds.errors import GpudsError, IncompleteStoreError, StoreError, StoreExistsError
 from gpuds.progress import check_cancelled
 
 __all__ = [
@@ -40,16 +50,22 @@ __all__ = [
     "SUPPORTED_DTYPES",
     "FieldWriter",
     "StoreWriter",
+    "check_records",
     "chunk_samples",
     "chunk_samples_for",
     "dataset_fingerprint",
+    "field_fingerprint",
+    "field_record",
+    "field_records",
     "iter_fields",
     "open_store",
     "read_info",
     "utc_now",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: every chunk ends in a crc32c checksum; ``arrays`` records each field's metadata; field
+fingerprints cover dtype and shape. Version 1 stores still read (nothing to check there)."""
 ATTR = "gpuds"
 FIELD_ATTR = "gpuds"
 DEFAULT_CHUNK_MB = 1.0
@@ -76,8 +92,8 @@ SUPPORTED_DTYPES = frozenset(
 )
 """Dtypes an array field may have: everything a Zarr v3 reader and a GPU handle natively."""
 # largest single write: bounds how long a cancel request waits
-_ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
-_PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)-[0-9a-f]+$")
+# What a write answers when the output's filesystem is full (or the user's quota is).
+_OUT_OF_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 def utc_now() -> str:
@@ -115,6 +131,23 @@ def dataset_fingerprint(fields: Mapping[str, str]) -> str:
     return "blake2b:" + combined.hexdigest()
 
 
+def field_fingerprint(data_digest: bytes, dtype: Any, shape: Sequence[int]) -> str:
+    """A field's content fingerprint: BLAKE2b-128 over its dtype, its shape and the BLAKE2b-128
+    ``data_digest`` of its raw bytes (C order, little-endian), so that a change to any of the
+    three changes it (docs/FORMAT.md).
+
+    Examples
+    --------
+    >>> data = hashlib.blake2b(b"", digest_size=16).digest()
+    >>> field_fingerprint(data, "uint8", (0,)) != field_fingerprint(data, "int8", (0,))
+    True
+    """
+    header = f"dtype={np.dtype(dtype).name};shape={','.join(str(int(s)) for s in shape)};"
+    combined = hashlib.blake2b(header.encode(), digest_size=16)
+    combined.update(data_digest)
+    return "blake2b:" + combined.hexdigest()
+
+
 def chunk_samples_for(sample_nbytes: int, chunk_mb: float, length: int) -> int:
     """:func:`chunk_samples`, but never longer than the dataset (rounded up to a power of two):
     a chunk longer than the data would only store padding."""
@@ -123,20 +156,6 @@ def chunk_samples_for(sample_nbytes: int, chunk_mb: float, length: int) -> int:
 
 def _is_url(path: str) -> bool:
     return "://" in path
-
-
-def _is_zarr_store(path: Path) -> bool:
-    return path.is_dir() and any((path / m).exists() for m in _ZARR_MARKERS)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _within(a: Path, b: Path) -> bool:
@@ -196,7 +215,7 @@ class FieldWriter:
         self._flush(final=True)
         if self.array.shape[0] != self.count:
             self.array.resize((self.count, *self.array.shape[1:]))
-        return "blake2b:" + self._hash.hexdigest()
+        return field_fingerprint(self._hash.digest(), self.array.dtype, self.array.shape)
 
 
 @dataclass
@@ -237,18 +256,19 @@ class StoreWriter:
                 raise StoreError(
                     f"output {path} overlaps the input {src_abs}; choose an output outside it"
                 )
+        if not path.parent.is_dir():
+            raise StoreError(f"{path.parent}: output folder does not exist")
+        recover(path)  # first, so that an old store a killed overwrite hid is seen below
         if path.exists() or path.is_symlink():
             if not overwrite:
                 raise StoreExistsError(f"{path} already exists; pass --overwrite to replace it")
-            if not _is_zarr_store(path):
+            if not is_zarr_store(path):
                 raise StoreExistsError(
                     f"{path} exists and is not a Zarr store; refusing to replace it even with "
                     "--overwrite (remove it yourself if you mean it)"
                 )
-        if not path.parent.is_dir():
-            raise StoreError(f"{path.parent}: output folder does not exist")
-        tmp = path.parent / f".{path.name}.partial-{os.getpid()}-{secrets.token_hex(4)}"
-        self._target = _Target(path, tmp)
+        self._target = _Target(path, partial_path(path))
+        self._overwrite = overwrite
         self._committed = False
         self.group: zarr.Group | None = None
 
@@ -262,27 +282,38 @@ class StoreWriter:
         return self._target.tmp
 
     def __enter__(self) -> StoreWriter:
-        self._remove_stale_partials()
         try:
             self.group = zarr.open_group(self._target.tmp, mode="w-", zarr_format=3)
         except OSError as e:
+            self._discard()
+            if e.errno in _OUT_OF_SPACE:
+                raise self._out_of_space(e) from e
             raise StoreError(f"cannot create {self._target.tmp}: {e.strerror or e}") from e
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if not self._committed:
-            shutil.rmtree(self._target.tmp, ignore_errors=True)
+        if self._committed:
+            return
+        self._discard()
+        if isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE:
+            raise self._out_of_space(exc) from exc
 
-    def _remove_stale_partials(self) -> None:
-        """Delete this output's partial stores left by killed runs (whose PID is gone)."""
-        for entry in self._target.path.parent.iterdir():
-            match = _PARTIAL.match(entry.name)
-            if (
-                match
-                and match["name"] == self._target.path.name
-                and not _pid_alive(int(match["pid"]))
-            ):
-                shutil.rmtree(entry, ignore_errors=True)
+    def _out_of_space(self, error: OSError) -> OSError:
+        """The error naming the output: the failed write itself may name no file, or a chunk."""
+        assert error.errno is not None
+        reason = os.strerror(error.errno).lower()
+        return OSError(error.errno, f"{reason}; the partial store was removed", str(self.path))
+
+    def _discard(self) -> None:
+        """Remove the partial store, after the writes zarr still has in flight have ended."""
+        try:
+            _settle_zarr_io()
+            remove(self._target.tmp)
+        except BaseException:
+            # Interrupted (a second Ctrl-C, which the CLI raises once): finish, then go on.
+            _settle_zarr_io()
+            remove(self._target.tmp)
+            raise
 
     def create_field(
         self,
@@ -298,7 +329,8 @@ class StoreWriter:
         """Create the array ``name`` (``"x"`` or ``"train/x"``) and return a writer for it."""
         assert self.group is not None, "use StoreWriter as a context manager"
         if compressors == "default":
-            compressors = ZstdCodec(level=1, checksum=True)
+            compressors = [ZstdCodec(level=1, checksum=True)]
+        compressors = [*compressors, Crc32cCodec()]  # every chunk checksummed, docs/FORMAT.md
         array = self.group.create_array(
             name,
             shape=(max(length, 0), *sample_shape),
@@ -322,7 +354,9 @@ class StoreWriter:
         return path
 
     def commit(self, info: dict[str, Any]) -> Path:
-        """Write the ``gpuds`` attribute with ``complete: true`` last, then move into place."""
+        """Write the ``gpuds`` attribute with ``complete: true`` last, then move into place
+        (:func:`gpuds.commit.publish`: refused if the output appeared meanwhile, unless
+        ``overwrite`` was given)."""
         assert self.group is not None, "use StoreWriter as a context manager"
         check_cancelled()
         shutil.rmtree(self._target.tmp / "__gpuds_work", ignore_errors=True)
@@ -331,40 +365,62 @@ class StoreWriter:
             "tool_version": __version__,
             "created": utc_now(),
             **info,
+            "arrays": field_records(self.group),
             "complete": True,
         }
         self.group.attrs.put({ATTR: meta})
-        target = self._target
-        old: Path | None = None
-        if target.path.exists() or target.path.is_symlink():
-            old = target.path.parent / f".{target.path.name}.replaced-{secrets.token_hex(4)}"
-            os.rename(target.path, old)
-        os.rename(target.tmp, target.path)
+        replaced = publish(self._target.tmp, self._target.path, overwrite=self._overwrite)
         self._committed = True
-        if old is not None:
-            if old.is_symlink() or old.is_file():
-                old.unlink()
-            else:
-                shutil.rmtree(old, ignore_errors=True)
-        return target.path
+        if replaced is not None:
+            remove(replaced)
+        return self._target.path
+
+
+def _settle_zarr_io(timeout: float = 30.0) -> None:
+    """Wait, at most ``timeout`` seconds, until zarr's event loop has no task left (those of
+    zarr calls made by other threads included).
+
+    A zarr write that fails (disk full) or is interrupted (Ctrl-C) returns while its sibling
+    chunk writes still run in zarr's I/O thread; removing the partial store before they end lets
+    them recreate it, and a loop still busy at exit fails to close.
+    """
+
+    async def others_done() -> None:
+        me = asyncio.current_task()
+        while pending := [t for t in asyncio.all_tasks() if t is not me and not t.done()]:
+            await asyncio.wait(pending)
+
+    from zarr.core.sync import sync
+
+    # Give up on writes that hang, and on a loop zarr already closed (at interpreter exit).
+    with suppress(TimeoutError, RuntimeError):
+        sync(others_done(), timeout=timeout)
 
 
 def open_store(path: str | Path, *, require_complete: bool = True) -> zarr.Group:
-    """Open a store read-only; refuse one that is not a gpuds store or is incomplete.
+    """Open a store read-only; refuse one that is not a gpuds store, is incomplete, or whose
+    arrays' metadata disagrees with what the store recorded when it was written.
 
     Examples
     --------
     >>> g = open_store("data.zarr")                               # doctest: +SKIP
     >>> read_info(g)["format_version"]                            # doctest: +SKIP
-    1
+    2
     """
     text = str(path)
     if not _is_url(text) and not Path(text).exists():
+        if (hidden := interrupted_overwrite(Path(text))) is not None:
+            raise StoreError(
+                f"{text}: no such store: an overwrite was interrupted; the previous store is at "
+                f"{hidden}; rerun the command or rename it back"
+            )
         raise StoreError(f"{text}: no such store")
     try:
         group = zarr.open_group(text, mode="r")
-    except (FileNotFoundError, zarr.errors.NodeTypeValidationError, ValueError) as e:
-        raise StoreError(f"{text}: not a Zarr group ({e})") from e
+    except Exception as e:  # zarr and json raise many types for a missing or damaged zarr.json
+        raise StoreError(
+            f"{text}: not a readable Zarr group ({type(e).__name__}: {_first_line(e)})"
+        ) from e
     info = group.attrs.get(ATTR)
     if not isinstance(info, dict):
         raise StoreError(f"{text}: a Zarr group, but not a gpuds store (no '{ATTR}' attribute)")
@@ -374,12 +430,21 @@ def open_store(path: str | Path, *, require_complete: bool = True) -> zarr.Group
             "being written; rebuild it"
         )
     version = info.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
         raise StoreError(
             f"{text}: store format version {version!r} is newer than this gpuds reads "
             f"({FORMAT_VERSION}); upgrade gpuds"
         )
+    if require_complete:
+        problems = check_records(group, info, text)
+        if problems:
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise StoreError(f"{text}: {problems[0]}{more}; the store was edited or damaged")
     return group
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [""])[0][:300]
 
 
 def read_info(group: zarr.Group) -> dict[str, Any]:
@@ -389,9 +454,99 @@ def read_info(group: zarr.Group) -> dict[str, Any]:
 
 
 def iter_fields(group: zarr.Group) -> Iterator[tuple[str, str, zarr.Array]]:
-    """Yield ``(split, name, array)`` for every field; ``split`` is ``""`` for an unsplit store."""
-    for name, array in sorted(group.arrays(), key=lambda kv: kv[0]):
-        yield "", name, array
-    for split_name, sub in sorted(group.groups(), key=lambda kv: kv[0]):
-        for name, array in sorted(sub.arrays(), key=lambda kv: kv[0]):
-            yield split_name, name, array
+    """Yield ``(split, name, array)`` for every field; ``split`` is ``""`` for an unsplit store.
+
+    A member whose ``zarr.json`` cannot be read is a :class:`~gpuds.errors.StoreError`.
+    """
+    try:
+        top = sorted(group.members(), key=lambda kv: kv[0])
+        for name, node in top:
+            if isinstance(node, zarr.Array):
+                yield "", name, node
+        for split_name, sub in top:
+            if isinstance(sub, zarr.Group):
+                for name, array in sorted(sub.arrays(), key=lambda kv: kv[0]):
+                    yield split_name, name, array
+    except GpudsError:
+        raise
+    except Exception as e:  # zarr and json raise many types for damaged metadata
+        raise StoreError(
+            f"{group.store_path}: the metadata of a field cannot be read "
+            f"({type(e).__name__}: {_first_line(e)}); the store is damaged"
+        ) from e
+
+
+def field_record(array: zarr.Array) -> dict[str, Any]:
+    """What a store records of one array when it is written: its ``zarr.json`` document without
+    the attributes (data type, shape, chunk grid, codecs, fill value, ...), read back as stored,
+    so that the comparison made whenever the store is opened does not depend on how a zarr-python
+    version re-serialises it."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    key = f"{array.path}/zarr.json" if array.path else "zarr.json"
+    stored = sync(array.store_path.store.get(key, default_buffer_prototype()))
+    document = json.loads(stored.to_bytes()) if stored is not None else {}
+    if not isinstance(document, dict):
+        raise StoreError(f"{array.store_path}: zarr.json is not a JSON object")
+    document.pop("attributes", None)
+    return document
+
+
+def field_records(group: zarr.Group) -> dict[str, dict[str, Any]]:
+    """:func:`field_record` of every field, by ``"x"`` or ``"train/x"``."""
+    return {
+        f"{split}/{name}" if split else name: field_record(array)
+        for split, name, array in iter_fields(group)
+    }
+
+
+def check_records(group: zarr.Group, info: Mapping[str, Any], where: str) -> list[str]:
+    """Problems found comparing the arrays' metadata with what the store recorded: the fields
+    and their whole ``zarr.json`` but the attributes (format 2), and their lengths against
+    ``num_samples`` and ``split_sizes`` (every format). Empty when everything agrees."""
+    problems: list[str] = []
+    found: dict[str, zarr.Array] = {}
+    try:
+        found = {f"{s}/{n}" if s else n: a for s, n, a in iter_fields(group)}
+    except StoreError as e:
+        return [str(e).removeprefix(f"{group.store_path}: ")]
+    version = info.get("format_version")
+    records = info.get("arrays")
+    if isinstance(version, int) and version >= 2:
+        if not isinstance(records, dict):
+            return ["no record of its arrays ('arrays' attribute) although format 2 requires one"]
+        for label in sorted(set(records) - set(found)):
+            problems.append(f"field {label} is recorded but its array is missing")
+        for label in sorted(set(found) - set(records)):
+            problems.append(f"field {label} is not recorded: an array was added after writing")
+        for label in sorted(set(found) & set(records)):
+            actual, recorded = field_record(found[label]), records[label]
+            if not isinstance(recorded, dict):
+                problems.append(f"field {label}: its record is damaged")
+                continue
+            for key in sorted(set(actual) | set(recorded)):
+                if actual.get(key) != recorded.get(key):
+                    problems.append(
+                        f"field {label}: {key} {_short(actual.get(key))} in its zarr.json, "
+                        f"{_short(recorded.get(key))} recorded"
+                    )
+    splits = info.get("splits") or []
+    sizes = info.get("split_sizes") or {}
+    total = info.get("num_samples")
+    for label, array in sorted(found.items()):
+        split = label.split("/")[0] if "/" in label else ""
+        expected = sizes.get(split) if split else (None if splits else total)
+        length = int(array.shape[0]) if array.shape else 0
+        if isinstance(expected, int) and length != expected:
+            problems.append(
+                f"field {label} declares {length} samples, the store recorded {expected}"
+            )
+    if splits and isinstance(total, int) and sizes and sum(sizes.values()) != total:
+        problems.append(f"split sizes {sizes} do not add up to num_samples {total}")
+    return problems
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -118,7 +118,8 @@ def test_gpu_only_codecs_need_a_gpu():
     for name in ("gdeflate", "bitcomp", "ans", "cascaded"):
         with pytest.raises(ConfigError, match="needs a GPU"):
             chunk_codec(CodecConfig(name), 4)
-        (_shuffle, nvcomp) = zarr_compressors(CodecConfig(name), 4)
+        (_shuffle, nvcomp, checksum) = zarr_compressors(CodecConfig(name), 4)
+        assert checksum.to_dict() == {"name": "crc32c"}
         assert nvcomp.to_dict() == {
             "name": "gpuds.nvcomp",
             "configuration": {"algorithm": name, "level": None},

@@ -33,7 +33,8 @@ def test_report_describes_fields(store: Path):
     img = by_name["img"]
     assert img["shape"] == [40, 4, 4, 3] and img["dtype"] == "uint8"
     assert img["chunks"] == [8, 4, 4, 3] and img["shards"] is None
-    assert img["codecs"] == ["bytes", "zstd"] and img["portability"] == "any"
+    assert img["codecs"] == ["bytes", "zstd", "crc32c"] and img["portability"] == "any"
+    assert img["checksum"] == "crc32c"
     assert img["logical_bytes"] == 40 * 48
     assert img["stored_bytes"] > 0
     assert img["ratio"] == pytest.approx(img["logical_bytes"] / img["stored_bytes"], rel=1e-3)
@@ -62,7 +63,8 @@ def test_verify_names_a_missing_chunk(cli, store: Path):
     (store / "img" / "c" / "2" / "0" / "0" / "0").unlink()
     result = cli("inspect", store, "--verify")
     assert result.code == 1
-    assert "missing chunk img c/2/0/0/0" in only_line(result.err)
+    assert "missing chunk in " in only_line(result.err)
+    assert "field 'img', chunk c/2/0/0/0" in only_line(result.err)
 
 
 def test_verify_names_a_corrupt_chunk(cli, store: Path):
@@ -72,7 +74,9 @@ def test_verify_names_a_corrupt_chunk(cli, store: Path):
     chunk.write_bytes(bytes(data))
     result = cli("inspect", store, "--verify")
     assert result.code == 1
-    assert "corrupt chunk img c/1/0/0/0" in only_line(result.err)
+    line = only_line(result.err)
+    assert "corrupt chunk in " in line and "field 'img', chunk c/1/0/0/0" in line, line
+    assert "crc32c checksum mismatch" in line
 
 
 def test_verify_names_a_truncated_chunk(cli, store: Path):
@@ -80,7 +84,8 @@ def test_verify_names_a_truncated_chunk(cli, store: Path):
     chunk.write_bytes(chunk.read_bytes()[:7])
     result = cli("inspect", store, "--verify")
     assert result.code == 1
-    assert "corrupt chunk val c/0" in only_line(result.err)
+    line = only_line(result.err)
+    assert "corrupt chunk in " in line and "field 'val', chunk c/0 (samples 0..39)" in line, line
 
 
 def test_verify_catches_content_changed_behind_its_back(cli, store: Path):

@@ -110,7 +110,7 @@ def test_a_damaged_chunk_on_the_gpu_path_names_it(
     else:
         data[5] ^= 0x01  # the zstd frame's content size of chunk 0 no longer matches
     shard.write_bytes(bytes(data))
-    with pytest.raises(gpuds.GpudsError, match=rf"corrupt chunk .*field '{field}' c/0"):
+    with pytest.raises(gpuds.GpudsError, match=rf"corrupt chunk in .*field '{field}', shard c/0"):
         list(gpuds.open(str(copy)).loader(64, shuffle=False, device="cuda"))
 
 

@@ -78,7 +78,8 @@ def test_split_selection_and_rank_from_environment(
         str(tmp_path / "p.zarr"), split="val", batch_size=10, device="cpu"
     )
     assert (dataset.rank, dataset.world_size) == (1, 2)
-    assert sum(len(b["ids"]) for b in dataset) == 70  # 150 samples in val, half each, batches of 10
+    # 150 samples in val, 75 for each rank, all delivered (drop_last=False by default)
+    assert sum(len(b["ids"]) for b in dataset) == 75
 
 
 def test_the_training_example_runs(sample_store: Path):

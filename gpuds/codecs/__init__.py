@@ -47,8 +47,8 @@ def _level(config: CodecConfig) -> int | None:
 
 
 def zarr_compressors(config: CodecConfig, itemsize: int) -> list[Any]:
-    """The zarr-python codec objects to put after ``bytes`` for ``config``."""
-    from zarr.codecs import GzipCodec, ZstdCodec
+    """The zarr-python codec objects to put after ``bytes`` for ``config``, ``crc32c`` last."""
+    from zarr.codecs import Crc32cCodec, GzipCodec, ZstdCodec
 
     chain: list[Any] = []
     with warnings.catch_warnings():
@@ -70,6 +70,7 @@ def zarr_compressors(config: CodecConfig, itemsize: int) -> list[Any]:
             from gpuds.codecs.zarr_nvcomp import NvcompCodec
 
             chain.append(NvcompCodec(algorithm=config.name, level=config.level))
+    chain.append(Crc32cCodec())  # last: every stored chunk carries its checksum
     return chain
 
 

@@ -9,13 +9,15 @@ least :data:`SPEED_SHARE` of the fastest such candidate's; if none compresses, s
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zarr
 
 from gpuds.codecs.base import CodecConfig
 from gpuds.codecs.cpu import CpuChunkCodec
+
+if TYPE_CHECKING:
+    from gpuds.chunks import FieldChunks
 
 __all__ = ["MIN_RATIO", "SPEED_SHARE", "candidates", "choose"]
 
@@ -36,23 +38,26 @@ def candidates(itemsize: int) -> list[CodecConfig]:
     return found
 
 
-def _sample(array: zarr.Array, chunk: int) -> list[np.ndarray]:
-    n = array.shape[0]
+def _sample(field: FieldChunks, chunk: int) -> list[np.ndarray]:
+    n = field.length
     starts = sorted({int(s) for s in np.linspace(0, max(0, n - 1), SAMPLE_CHUNKS) // chunk * chunk})
-    dtype = np.dtype(array.dtype).newbyteorder("<") if array.dtype.itemsize > 1 else array.dtype
+    dtype = field.dtype.newbyteorder("<") if field.dtype.itemsize > 1 else field.dtype
     return [
-        np.ascontiguousarray(array[s : s + chunk], dtype=dtype).reshape(-1).view(np.uint8)
+        np.ascontiguousarray(field.read_range(s, min(s + chunk, n)), dtype=dtype)
+        .reshape(-1)
+        .view(np.uint8)
         for s in starts
     ]
 
 
-def choose(array: zarr.Array, chunk: int) -> tuple[CodecConfig, list[dict[str, Any]]]:
-    """Pick a codec for ``array``; return it and the trial table (one row per candidate)."""
-    raw = _sample(array, chunk)
+def choose(field: FieldChunks, chunk: int) -> tuple[CodecConfig, list[dict[str, Any]]]:
+    """Pick a codec for a field, trying ``chunk``-sample chunks of it; return it and the trial
+    table (one row per candidate)."""
+    raw = _sample(field, chunk)
     logical = sum(r.nbytes for r in raw)
     rows = []
-    for config in candidates(array.dtype.itemsize):
-        codec = CpuChunkCodec(config, array.dtype.itemsize)
+    for config in candidates(field.dtype.itemsize):
+        codec = CpuChunkCodec(config, field.dtype.itemsize)
         payloads = codec.encode(raw)
         stored = sum(len(p) for p in payloads)
         best = float("inf")

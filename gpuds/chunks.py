@@ -1,0 +1,425 @@
+"""The chunk-reading service: every read of a gpuds store's chunks goes through here.
+
+The loader (CPU and GPU windows), ``gpuds bench``, ``preprocess`` and ``compress`` reading their
+input and ``inspect --verify`` all read through :class:`FieldChunks`, so they share one policy:
+
+- **A store is dense.** A missing chunk, a missing shard, or a chunk absent from its shard's
+  index is damage, never the fill value (zarr-python would fill it: Zarr allows sparse arrays).
+- **Checksums are checked before decoding.** A chain ending in ``crc32c`` has every chunk's
+  CRC-32C checked; a shard index has its own CRC-32C, and every entry must lie inside the shard.
+- **Sizes are checked before allocating** (declared chunk size, stored size, the zstd frame header
+  or lz4 prefix) **and after decoding**.
+- **Every failure is a** :class:`~gpuds.errors.CorruptChunkError` naming store, split, field,
+  shard and chunk.
+
+Bytes come from local files (one ``os.pread`` per chunk, each shard index read once and cached) or
+from any zarr-python store (fsspec URLs) through ranged gets. The chains gpuds writes
+(``bytes [numcodecs.shuffle] [zstd | gzip | numcodecs.lz4] [crc32c]``, sharded or not) are
+decoded here by :class:`~gpuds.codecs.cpu.CpuChunkCodec`; any other chain is decoded by
+zarr-python once the chunk's presence has been checked here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from gpuds.codecs.base import CodecConfig
+from gpuds.codecs.checksum import CHECKSUM_NAME, strip_crc32c
+from gpuds.codecs.cpu import CpuChunkCodec
+from gpuds.codecs.shard import EMPTY, index_nbytes, parse_index
+from gpuds.errors import CorruptChunkError, StoreError
+
+__all__ = ["MAX_CHUNK_BYTES", "FieldChunks", "field_label", "parse_chain"]
+
+MAX_CHUNK_BYTES = 2**31
+"""The largest decoded chunk gpuds allocates (2 GiB); metadata declaring more is refused."""
+
+_COMPRESSORS = {"zstd": "zstd", "gzip": "gzip", "numcodecs.lz4": "lz4"}
+_OPEN_FILES = 32
+
+
+def field_label(store: str, split: str, name: str) -> str:
+    """How errors name a field: ``data.zarr field 'train/x'``."""
+    return f"{store} field '{split}/{name}'" if split else f"{store} field '{name}'"
+
+
+def parse_chain(codecs: list[dict[str, Any]], itemsize: int) -> tuple[CodecConfig | None, bool]:
+    """The :class:`CodecConfig` of a ``bytes [shuffle] [compressor] [crc32c]`` chain (None for
+    any other chain) and whether it ends in the ``crc32c`` checksum.
+
+    Examples
+    --------
+    >>> parse_chain([{"name": "bytes"}, {"name": "zstd"}, {"name": "crc32c"}], 1)
+    (CodecConfig(name='zstd', level=None, shuffle=False), True)
+    """
+    names = [c["name"] for c in codecs]
+    checksum = bool(names) and names[-1] == CHECKSUM_NAME
+    if checksum:
+        codecs = codecs[:-1]
+        names = names[:-1]
+    if not names or names[0] != "bytes":
+        return None, checksum
+    endian = (codecs[0].get("configuration") or {}).get("endian", "little")
+    if itemsize > 1 and endian != "little":
+        return None, checksum
+    rest = codecs[1:]
+    shuffle = False
+    if rest and rest[0]["name"] == "numcodecs.shuffle":
+        if (rest[0].get("configuration") or {}).get("elementsize") != itemsize:
+            return None, checksum
+        shuffle, rest = True, rest[1:]
+    if not rest:
+        return (CodecConfig("none", None, False) if not shuffle else None), checksum
+    if len(rest) != 1 or rest[0]["name"] not in _COMPRESSORS:
+        return None, checksum
+    return CodecConfig(_COMPRESSORS[rest[0]["name"]], None, shuffle), checksum
+
+
+class _Files:
+    """The stored objects of one array as local files.
+
+    Shard files stay open (``os.pread`` on a descriptor is thread-safe); a descriptor is closed
+    only when no thread is reading through it, so a read never lands on a reused number.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._files: dict[str, list[int]] = {}  # key -> [fd, readers]
+        self._lock = threading.Lock()
+
+    def size(self, key: str) -> int | None:
+        try:
+            return (self.root / key).stat().st_size
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def read(self, key: str, limit: int) -> bytes | None:
+        """The whole object, or its first ``limit + 1`` bytes (enough to see it is too big)."""
+        try:
+            with open(self.root / key, "rb") as fh:
+                return fh.read(min(os.fstat(fh.fileno()).st_size, limit + 1))
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def read_range(self, key: str, offset: int, nbytes: int) -> bytes | None:
+        with self._lock:
+            entry = self._files.get(key)
+            if entry is None:
+                try:
+                    fd = os.open(self.root / key, os.O_RDONLY)
+                except (FileNotFoundError, NotADirectoryError):
+                    return None
+                entry = self._files[key] = [fd, 0]
+            entry[1] += 1
+            self._evict()
+        try:
+            return os.pread(entry[0], nbytes, offset)
+        finally:
+            with self._lock:
+                entry[1] -= 1
+
+    def _evict(self) -> None:
+        """Close idle descriptors beyond the limit (called with the lock held)."""
+        for key in list(self._files):
+            if len(self._files) <= _OPEN_FILES:
+                return
+            fd, readers = self._files[key]
+            if readers == 0:
+                del self._files[key]
+                os.close(fd)
+
+    def close(self) -> None:
+        with self._lock:
+            for fd, _ in self._files.values():
+                os.close(fd)
+            self._files.clear()
+
+
+class _ZarrStore:
+    """The stored objects of one array through its zarr-python store (fsspec URLs, memory)."""
+
+    def __init__(self, store: Any, prefix: str) -> None:
+        from zarr.core.buffer import default_buffer_prototype
+
+        self.store = store
+        self.prefix = prefix
+        self._prototype = default_buffer_prototype()
+
+    def _get(self, key: str, byte_range: Any = None) -> bytes | None:
+        from zarr.core.sync import sync
+
+        buffer = sync(self.store.get(self.prefix + key, self._prototype, byte_range))
+        return None if buffer is None else buffer.to_bytes()
+
+    def size(self, key: str) -> int | None:
+        from zarr.core.sync import sync
+
+        try:
+            return int(sync(self.store.getsize(self.prefix + key)))
+        except FileNotFoundError:
+            return None
+
+    def read(self, key: str, limit: int) -> bytes | None:
+        size = self.size(key)
+        if size is None:
+            return None
+        if size > limit:
+            return bytes(limit + 1)  # only its length matters: the caller refuses it
+        return self._get(key)
+
+    def read_range(self, key: str, offset: int, nbytes: int) -> bytes | None:
+        from zarr.abc.store import RangeByteRequest
+
+        return self._get(key, RangeByteRequest(offset, offset + nbytes))
+
+    def close(self) -> None:
+        pass
+
+
+def _source(array: zarr.Array) -> _Files | _ZarrStore:
+    store = array.store_path.store
+    prefix = f"{array.path}/" if array.path else ""
+    root = getattr(store, "root", None)
+    if isinstance(root, Path):
+        return _Files(root / array.path if array.path else root)
+    return _ZarrStore(store, prefix)
+
+
+class FieldChunks:
+    """The chunks of one field (an array chunked along axis 0), read and checked.
+
+    Parameters
+    ----------
+    array
+        The field's Zarr array.
+    label
+        How errors name it (:func:`field_label`): store, split and field.
+
+    Examples
+    --------
+    >>> chunks = FieldChunks(gpuds.open("data.zarr")["train"].arrays["x"], "data.zarr 'train/x'")
+    ... # doctest: +SKIP
+    >>> first = chunks.read(0)                                    # doctest: +SKIP
+    """
+
+    def __init__(self, array: zarr.Array, label: str) -> None:
+        self.array = array
+        self.label = label
+        shape = tuple(int(s) for s in array.shape)
+        chunks = tuple(int(c) for c in array.chunks)
+        if not shape or chunks[1:] != shape[1:]:
+            raise StoreError(
+                f"{label}: chunks {chunks} of shape {shape} do not hold whole samples; gpuds "
+                "stores chunk along axis 0 only"
+            )
+        self.length = shape[0]
+        self.chunk = chunks[0]
+        self.sample_shape = shape[1:]
+        self.dtype = np.dtype(array.dtype)
+        sample_nbytes = math.prod(self.sample_shape) * self.dtype.itemsize
+        self.chunk_nbytes = self.chunk * sample_nbytes
+        if self.chunk < 1 or self.chunk_nbytes > MAX_CHUNK_BYTES:
+            raise StoreError(
+                f"{label}: declares chunks of {self.chunk} samples ({self.chunk_nbytes} bytes); "
+                f"gpuds reads chunks of 1 sample to {MAX_CHUNK_BYTES} bytes"
+            )
+        self.nchunks = -(-self.length // self.chunk)
+        metadata: dict[str, Any] = dict(array.metadata.to_dict())
+        codecs = [dict(c) for c in metadata.get("codecs") or []]
+        self.sharded = False
+        self.per_shard = 1
+        self._own_index = False
+        if len(codecs) == 1 and codecs[0]["name"] == "sharding_indexed":
+            sharding = codecs[0].get("configuration") or {}
+            self.sharded = True
+            self.per_shard = int(array.shards[0]) // self.chunk if array.shards else 1
+            index_codecs = [c["name"] for c in sharding.get("index_codecs", [])]
+            self._own_index = index_codecs == ["bytes", CHECKSUM_NAME] and (
+                sharding.get("index_location", "end") == "end"
+            )
+            codecs = [dict(c) for c in sharding.get("codecs", [])]
+        config, self.checksum = parse_chain(codecs, self.dtype.itemsize)
+        if self.sharded and not self._own_index:
+            config = None
+        self.config = config
+        """The chain's codec when gpuds decodes it itself, else None (zarr-python decodes)."""
+        self.codec = CpuChunkCodec(config, self.dtype.itemsize, threads=1) if config else None
+        # What a chunk's stored bytes may be at most: any codec's worst case stays well inside.
+        self.max_payload = self.chunk_nbytes + self.chunk_nbytes // 8 + 4096
+        self._bytes = _source(array)
+        self._indexes: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"FieldChunks({self.label}, {self.nchunks} chunks of {self.chunk} samples)"
+
+    def close(self) -> None:
+        """Release the files kept open."""
+        self._bytes.close()
+
+    def __del__(self) -> None:
+        bytes_ = getattr(self, "_bytes", None)
+        if bytes_ is not None:
+            bytes_.close()
+
+    # -- where ------------------------------------------------------------------------------
+    def object_key(self, obj: int) -> str:
+        """The key (relative to the field) of stored object ``obj``: a shard, or a chunk."""
+        coords = (obj,) + (0,) * (self.array.ndim - 1)
+        return str(self.array.metadata.encode_chunk_key(coords))
+
+    @property
+    def nobjects(self) -> int:
+        """Stored objects of the field: shards when sharded, else chunks."""
+        return -(-self.nchunks // self.per_shard)
+
+    def where(self, index: int) -> str:
+        """Chunk ``index`` named for an error: store, split, field, shard, chunk and samples."""
+        first = index * self.chunk
+        samples = f"samples {first}..{min(first + self.chunk, self.length) - 1}"
+        if self.sharded:
+            shard, inner = divmod(index, self.per_shard)
+            return (
+                f"in {self.label}, shard {self.object_key(shard)} inner chunk {inner} ({samples})"
+            )
+        return f"in {self.label}, chunk {self.object_key(index)} ({samples})"
+
+    def _check(self, index: int) -> None:
+        if not 0 <= index < self.nchunks:
+            raise IndexError(f"{self.label}: chunk {index} out of range 0..{self.nchunks - 1}")
+
+    # -- bytes ------------------------------------------------------------------------------
+    def read_object(self, obj: int) -> bytes:
+        """The stored bytes of object ``obj`` (a whole shard or chunk), unchecked: for
+        measuring storage reads."""
+        key = self.object_key(obj)
+        data = self._bytes.read(key, 2**62)
+        if data is None:
+            raise CorruptChunkError(f"missing object {key} in {self.label}")
+        return data
+
+    def _shard_index(self, shard: int) -> np.ndarray:
+        with self._lock:
+            cached = self._indexes.get(shard)
+        if cached is not None:
+            return cached
+        key = self.object_key(shard)
+        where = f"in {self.label}, shard {key}"
+        length = self._bytes.size(key)
+        if length is None:
+            raise CorruptChunkError(
+                f"missing shard {where}: a gpuds store is dense, so a missing shard is damage"
+            )
+        size = index_nbytes(self.per_shard)
+        tail = self._bytes.read_range(key, max(0, length - size), min(size, length)) or b""
+        index = parse_index(tail, length, self.per_shard, where)
+        with self._lock:
+            self._indexes[shard] = index
+        return index
+
+    def payload(self, index: int) -> bytes | memoryview:
+        """The encoded bytes of chunk ``index``, checksum checked and removed; raises
+        :class:`~gpuds.errors.CorruptChunkError` when the chunk is missing or damaged."""
+        self._check(index)
+        if self.sharded:
+            shard, inner = divmod(index, self.per_shard)
+            offset, nbytes = (int(v) for v in self._shard_index(shard)[inner])
+            if offset == EMPTY:
+                raise CorruptChunkError(
+                    f"missing chunk {self.where(index)}: absent from its shard's index"
+                )
+            if nbytes > self.max_payload:
+                raise CorruptChunkError(
+                    f"corrupt chunk {self.where(index)}: stored as {nbytes} bytes, more than a "
+                    f"chunk of {self.chunk_nbytes} bytes encodes to"
+                )
+            data = self._bytes.read_range(self.object_key(shard), offset, nbytes)
+            if data is None:
+                raise CorruptChunkError(f"missing shard {self.where(index)}: it disappeared")
+            if len(data) != nbytes:
+                raise CorruptChunkError(
+                    f"corrupt chunk {self.where(index)}: truncated shard ({len(data)} of "
+                    f"{nbytes} bytes)"
+                )
+        else:
+            stored = self._bytes.read(self.object_key(index), self.max_payload)
+            if stored is None:
+                raise CorruptChunkError(
+                    f"missing chunk {self.where(index)}: a gpuds store is dense, so a missing "
+                    "chunk is damage (zarr-python would read it as fill values)"
+                )
+            if len(stored) > self.max_payload:
+                raise CorruptChunkError(
+                    f"corrupt chunk {self.where(index)}: more than the {self.max_payload} bytes "
+                    f"a chunk of {self.chunk_nbytes} bytes encodes to"
+                )
+            data = stored
+        return strip_crc32c(data, self.where(index)) if self.checksum else data
+
+    def _require_present(self, index: int) -> None:
+        """For chains zarr-python decodes: the chunk must be stored (dense store)."""
+        if self.sharded and self._own_index:
+            shard, inner = divmod(index, self.per_shard)
+            if int(self._shard_index(shard)[inner][0]) == EMPTY:
+                raise CorruptChunkError(
+                    f"missing chunk {self.where(index)}: absent from its shard's index"
+                )
+            return
+        obj = index // self.per_shard
+        if self._bytes.size(self.object_key(obj)) is None:
+            kind = "shard" if self.sharded else "chunk"
+            raise CorruptChunkError(
+                f"missing {kind} {self.where(index)}: a gpuds store is dense, so a missing "
+                f"{kind} is damage"
+            )
+
+    # -- values -----------------------------------------------------------------------------
+    def read_into(self, index: int, out: np.ndarray) -> None:
+        """Decode chunk ``index`` into ``out`` (C-contiguous, ``(chunk, *sample_shape)``; rows
+        past the end of the field are padding)."""
+        if self.codec is None:
+            self._check(index)
+            self._require_present(index)
+            start = index * self.chunk
+            stop = min(start + self.chunk, self.length)
+            try:
+                values = np.asarray(self.array[start:stop])
+            except Exception as e:  # zarr-python and its codecs raise many types
+                raise CorruptChunkError(
+                    f"corrupt chunk {self.where(index)}: {type(e).__name__}: {e}"
+                ) from e
+            out[: stop - start] = values
+            out[stop - start :] = 0
+            return
+        payload = self.payload(index)
+        self.codec.decode_into(payload, out.reshape(-1).view(np.uint8), self.where(index))
+
+    def read(self, index: int) -> np.ndarray:
+        """Chunk ``index`` decoded, shaped ``(chunk, *sample_shape)`` (padding included)."""
+        out = np.empty((self.chunk, *self.sample_shape), dtype=self.dtype)
+        self.read_into(index, out)
+        return out
+
+    def read_range(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)``, decoded chunk by chunk."""
+        if not 0 <= start <= stop <= self.length:
+            raise IndexError(f"{self.label}: samples {start}..{stop} outside 0..{self.length}")
+        out = np.empty((stop - start, *self.sample_shape), dtype=self.dtype)
+        if start == stop:
+            return out
+        first, last = start // self.chunk, (stop - 1) // self.chunk
+        for index in range(first, last + 1):
+            lo = index * self.chunk
+            a, b = max(start, lo), min(stop, lo + self.chunk)
+            if a == lo and b - a == self.chunk:
+                self.read_into(index, out[a - start : b - start])
+            else:
+                out[a - start : b - start] = self.read(index)[a - lo : b - lo]
+        return out
