@@ -646,10 +646,11 @@ def tune(
 
     Each candidate encodes up to 32 MiB (8 with ``quick``) of every field (the first split of a
     split store) in chunks of the given size, decodes it (checked for equality) and reports the
-    ratio and the decode rate. The recommendation follows ``--codec auto``'s rule: the best ratio
-    among the candidates that compress (>= 1.05) and decode at least half as fast as the fastest.
+    ratio and the decode rate. The recommendation follows ``--codec auto``'s rule
+    (:func:`gpuds.codecs.auto.pick`: ratios and documented speed classes, not the timings, so it
+    is the same on any machine).
     """
-    from gpuds.codecs.auto import MIN_RATIO, SPEED_SHARE
+    from gpuds.codecs.auto import MIN_RATIO, SLOWER_CLASS_GAIN, pick
 
     progress = progress or NullProgress()
     split, fields = _store_fields(store)
@@ -657,7 +658,8 @@ def tune(
     samples = {}
     for name, arr in fields:
         per = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
-        samples[name] = _little(np.asarray(arr[: max(1, limit // per)]))
+        reader = FieldChunks(arr, field_label(store, split, name))
+        samples[name] = _little(reader.read_range(0, min(reader.length, max(1, limit // per))))
     rows: list[dict[str, Any]] = []
     progress.start("tune", len(TUNE_CODECS) * len(TUNE_CHUNK_MB))
     for codec_name, level in TUNE_CODECS:
@@ -695,17 +697,16 @@ def tune(
                 {
                     "codec": codec_name,
                     "level": level,
+                    "shuffle": any(v.dtype.itemsize > 1 for v in samples.values()),
                     "chunk_mb": chunk_mb,
                     "ratio": round(logical / stored, 4) if stored else None,
                     "decode_gbps": round(logical / seconds / 1e9, 4) if seconds else None,
                 }
             )
             progress.advance(1)
-    usable = [r for r in rows if (r["ratio"] or 0) >= MIN_RATIO]
-    if usable:
-        fastest = max(r["decode_gbps"] or 0 for r in usable)
-        keep = [r for r in usable if (r["decode_gbps"] or 0) >= SPEED_SHARE * fastest]
-        best = max(keep, key=lambda r: (r["ratio"], r["decode_gbps"]))
+    index = pick(rows, name_key="codec")
+    if index is not None:
+        best = rows[index]
         command = (
             f"gpuds compress {store} -o OUT.zarr --codec {best['codec']} --level {best['level']} "
             f"--chunk-mb {best['chunk_mb']:g}"
@@ -723,7 +724,8 @@ def tune(
         "recommended": best,
         "command": command,
         "rule": (
-            f"best ratio among ratio >= {MIN_RATIO} and decode >= {SPEED_SHARE:.0%} of the fastest"
+            f"--codec auto's: the best ratio (>= {MIN_RATIO}) of the fastest decode class (lz4, "
+            f"zstd); gzip only when {SLOWER_CLASS_GAIN - 1:.0%} better"
         ),
     }
 

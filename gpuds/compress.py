@@ -33,6 +33,7 @@ from gpuds.backend import resolve
 from gpuds.chunks import FieldChunks, field_label
 from gpuds.codecs import GPU_ONLY, ChunkCodec, CodecConfig, chunk_codec, zarr_compressors
 from gpuds.codecs.auto import choose as choose_codec
+from gpuds.codecs.auto import choose_shuffle
 from gpuds.codecs.checksum import append_crc32c
 from gpuds.codecs.shard import write_shard
 from gpuds.config import read_mapping
@@ -72,7 +73,7 @@ class FieldSettings:
     CodecConfig(name='lz4', level=None, shuffle=False)
     """
 
-    codec: CodecConfig = field(default_factory=CodecConfig)
+    codec: CodecConfig = field(default_factory=lambda: CodecConfig(shuffle=None))
     chunk_mb: float = 1.0
     shard_mb: float = DEFAULT_SHARD_MB
 
@@ -95,7 +96,7 @@ class FieldSettings:
         codec = CodecConfig(
             str(data.get("codec", base.codec.name)),
             data.get("level", base.codec.level if "codec" not in data else None),
-            bool(data.get("shuffle", base.codec.shuffle)),
+            data.get("shuffle", base.codec.shuffle),
         )
         sizes = {}
         for key in ("chunk_mb", "shard_mb"):
@@ -217,22 +218,15 @@ def compress(
     for name in [*(fields or []), *per_field]:
         if name not in names:
             raise ConfigError(f"no field {name!r} in {source}; fields: {', '.join(sorted(names))}")
+    kept = [(s, n, a) for s, n, a in all_fields if fields is None or n in fields]
+    decided, trials, decisions = _decide(str(source), kept, settings, per_field)
     plans = []
-    trials: dict[str, list[dict[str, Any]]] = {}
-    for split, name, array in all_fields:
-        if fields is not None and name not in fields:
-            continue
-        chosen = per_field.get(name, settings)
+    version = int(info_in.get("format_version", 1))
+    for split, name, array in kept:
+        chosen = decided[name]
         nbytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
         chunk = chunk_samples_for(nbytes, chosen.chunk_mb, array.shape[0])
-        if chosen.codec.name == "auto":
-            picked, table = choose_codec(
-                FieldChunks(array, field_label(str(source), split, name)), chunk
-            )
-            trials[f"{split}/{name}" if split else name] = table
-            chosen = FieldSettings(picked, chosen.chunk_mb, chosen.shard_mb)
         shard = shard_samples(chunk, nbytes, chosen.shard_mb, array.shape[0])
-        version = int(info_in.get("format_version", 1))
         plans.append(_Plan(split, name, array, chosen, chunk, shard, str(source), version))
     if not plans:
         raise ConfigError(f"{source}: no fields to compress")
@@ -260,7 +254,9 @@ def compress(
             progress.start("verify with zarr-python", total_shards)
             for plan in plans:
                 _verify_field(writer.partial_path, plan, progress)
-        info = _store_info(info_in, source, plans, results, backend.name, verify, started)
+        info = _store_info(
+            info_in, source, plans, results, decisions, backend.name, verify, started
+        )
         path = writer.commit(info)
     logical = sum(r["logical_bytes"] for r in results.values())
     stored = sum(r["stored_bytes"] for r in results.values())
@@ -273,8 +269,64 @@ def compress(
         "ratio": round(logical / stored, 4) if stored else None,
         "verified": verify,
         "auto": trials,
+        "decisions": decisions,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _decide(
+    source: str,
+    fields: list[tuple[str, str, zarr.Array]],
+    settings: FieldSettings,
+    per_field: Mapping[str, FieldSettings],
+) -> tuple[dict[str, FieldSettings], dict[str, list[dict[str, Any]]], dict[str, str]]:
+    """Resolve ``--codec auto`` and the default byte shuffle, once per field name (the same in
+    every split), from a sample of the field in its largest split: the settings by field, the
+    auto trial tables, and one sentence per decision saying what was decided and why."""
+    largest: dict[str, tuple[str, zarr.Array]] = {}
+    for split, name, array in fields:
+        if name not in largest or array.shape[0] > largest[name][1].shape[0]:
+            largest[name] = (split, array)
+    decided: dict[str, FieldSettings] = {}
+    trials: dict[str, list[dict[str, Any]]] = {}
+    decisions: dict[str, str] = {}
+    for name, (split, array) in sorted(largest.items()):
+        chosen = per_field.get(name, settings)
+        itemsize = array.dtype.itemsize
+        nbytes = int(np.prod(array.shape[1:], dtype=np.int64)) * itemsize
+        chunk = chunk_samples_for(nbytes, chosen.chunk_mb, array.shape[0])
+        sample = FieldChunks(array, field_label(source, split, name))
+        codec = chosen.codec
+        if codec.name == "auto":
+            codec, table = choose_codec(sample, chunk)
+            trials[name] = table
+            picked = next((r for r in table if r["picked"]), None)
+            decisions[name] = (
+                f"--codec auto picked {_describe(codec)} ({picked['ratio']:.3f}x on the sample)"
+                if picked
+                else "--codec auto stores it raw: no candidate compresses it by 5% or more"
+            )
+        elif codec.shuffle is None:
+            if itemsize == 1 or codec.name == "none":
+                codec = CodecConfig(codec.name, codec.level, False)
+            elif codec.name in GPU_ONLY:  # no CPU implementation to try them with
+                codec = CodecConfig(codec.name, codec.level, True)
+                decisions[name] = "byte shuffle on (nvCOMP-only codecs are not trialled)"
+            else:
+                trial = choose_shuffle(sample, chunk, codec)
+                codec = CodecConfig(codec.name, codec.level, trial["shuffle"])
+                decisions[name] = (
+                    f"byte shuffle {'on' if trial['shuffle'] else 'off'}: "
+                    f"{trial['ratio_shuffle']:.3f}x with it, {trial['ratio_plain']:.3f}x "
+                    f"without, on {trial['sample_chunks']} sampled chunks"
+                )
+        decided[name] = FieldSettings(codec, chosen.chunk_mb, chosen.shard_mb)
+    return decided, trials, decisions
+
+
+def _describe(codec: CodecConfig) -> str:
+    level = f" {codec.level}" if codec.level is not None else ""
+    return f"{codec.name}{level}{' + byte shuffle' if codec.shuffle else ''}"
 
 
 def _create_array(writer: StoreWriter, plan: _Plan) -> zarr.Array:
@@ -415,6 +467,7 @@ def _store_info(
     source: str | Path,
     plans: list[_Plan],
     results: dict[str, dict[str, Any]],
+    decisions: dict[str, str],
     device: str,
     verified: bool,
     started: float,
@@ -433,6 +486,7 @@ def _store_info(
                 "device": device,
                 "verify": verified,
                 "fields": {p.label: results[p.label]["codec"] for p in plans},
+                "decisions": decisions,
             },
             "seconds": round(time.perf_counter() - started, 3),
         },

@@ -23,7 +23,7 @@ gpuds preprocess "$DATA/raw.zarr" -o "$DATA/prep.zarr" --config configs/image-cl
 echo "== 5. gpuds inspect the result: splits, fitted statistics, history"
 gpuds inspect "$DATA/prep.zarr" --verify
 
-echo "== 6. gpuds compress: sharded Zarr v3, zstd + byte shuffle, verified with zarr-python"
+echo "== 6. gpuds compress: sharded Zarr v3, zstd, byte shuffle decided per field, verified with zarr-python"
 gpuds compress "$DATA/prep.zarr" -o "$DATA/data.zarr"
 
 echo "== 7. gpuds inspect: ratio and portability per field"

@@ -341,7 +341,7 @@ def test_nvcomp_options_are_documented_ones(
 @pytest.mark.parametrize(
     ("name", "level", "match"),
     [
-        ("gzip", 10, "gzip level in 0..9"),
+        ("gzip", 10, "gzip levels are 0 to 9, got 10"),
         ("gdeflate", 6, "0..5"),
         ("cascaded", -1, ">= 0"),
         ("ans", 1, "nvCOMP's ans has no level"),

@@ -1,41 +1,100 @@
-"""``--codec auto``: try the candidates on a sample of a field's chunks and pick one.
+"""Decisions compress makes from the data itself, deterministically: ``--codec auto`` and the
+default byte shuffle.
 
-Objective (stated in ``gpuds compress --help``): among the candidates that compress (ratio at
-least :data:`MIN_RATIO`), take the highest ratio whose decode throughput on this device is at
-least :data:`SPEED_SHARE` of the fastest such candidate's; if none compresses, store raw
-(``none``). Decoding speed matters as much as size for a training loader, hence the floor.
+Both compress a sample of a field's chunks (:data:`SAMPLE_CHUNKS` chunks spread evenly over it)
+and compare stored sizes; no timer is read, so the same input and options give the same decision
+on any machine, every run.
+
+``--codec auto`` rule: every codec has a documented decode **speed class**
+(:data:`SPEED_CLASS`: lz4 and zstd decode at roughly the same rate, gzip several times slower;
+see docs/compress.md for the figures and the command that measures them). Among the candidates
+that compress (ratio at least :data:`MIN_RATIO`), take the best ratio of the fastest class; a
+slower class replaces it only when its best ratio is at least :data:`SLOWER_CLASS_GAIN` times
+higher. So the pick never has a lower ratio than another candidate of the same or a faster class.
+Ties go to the candidate without byte shuffle (more portable), then to the first in
+:func:`candidates` order. If nothing compresses, the field is stored raw (``none``).
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gpuds.codecs.base import CodecConfig
 from gpuds.codecs.cpu import CpuChunkCodec
+from gpuds.errors import CorruptChunkError
 
 if TYPE_CHECKING:
     from gpuds.chunks import FieldChunks
 
-__all__ = ["MIN_RATIO", "SPEED_SHARE", "candidates", "choose"]
+__all__ = [
+    "MIN_RATIO",
+    "SAMPLE_CHUNKS",
+    "SLOWER_CLASS_GAIN",
+    "SPEED_CLASS",
+    "candidates",
+    "choose",
+    "choose_shuffle",
+    "pick",
+]
 
 MIN_RATIO = 1.05
-SPEED_SHARE = 0.5
+"""A candidate must store at most 1/1.05 of the raw bytes to count as compressing."""
+SLOWER_CLASS_GAIN = 1.10
+"""How much better a slower class's ratio must be to be worth its slower decoding."""
+SPEED_CLASS = {"lz4": 0, "zstd": 0, "gzip": 1}
+"""Decode speed class per codec, 0 fastest (docs/compress.md has the measured figures)."""
 SAMPLE_CHUNKS = 8
 
 
 def candidates(itemsize: int) -> list[CodecConfig]:
-    """The portable candidates tried for a dtype of ``itemsize`` bytes."""
-    found = [
-        CodecConfig("zstd", 3, True),
-        CodecConfig("lz4", 1, True),
-        CodecConfig("gzip", 5, True),
-    ]
-    if itemsize > 1:
-        found += [CodecConfig("zstd", 3, False), CodecConfig("lz4", 1, False)]
+    """The portable candidates tried for a dtype of ``itemsize`` bytes: zstd 3, lz4 and gzip 5,
+    each with and without byte shuffle (which does nothing to 1-byte values).
+
+    Examples
+    --------
+    >>> [c.name for c in candidates(1)]
+    ['zstd', 'lz4', 'gzip']
+    """
+    found = []
+    for shuffle in (False, True) if itemsize > 1 else (False,):
+        found += [
+            CodecConfig("zstd", 3, shuffle),
+            CodecConfig("lz4", 1, shuffle),
+            CodecConfig("gzip", 5, shuffle),
+        ]
     return found
+
+
+def pick(rows: Sequence[dict[str, Any]], name_key: str = "name") -> int | None:
+    """Index of the row the ``--codec auto`` rule picks (module docstring), None when no row
+    compresses. Rows need ``ratio``, ``shuffle`` and the codec name under ``name_key``.
+
+    Examples
+    --------
+    >>> rows = [{"name": "lz4", "shuffle": False, "ratio": 1.5},
+    ...         {"name": "zstd", "shuffle": False, "ratio": 1.8},
+    ...         {"name": "gzip", "shuffle": False, "ratio": 1.9}]
+    >>> pick(rows)   # gzip is slower and only 6% better than zstd
+    1
+    """
+    usable = [i for i, r in enumerate(rows) if (r["ratio"] or 0) >= MIN_RATIO]
+    if not usable:
+        return None
+
+    def best_of(members: list[int]) -> int:
+        # Highest ratio; on a tie, no shuffle, then the earlier candidate.
+        return min(members, key=lambda i: (-rows[i]["ratio"], bool(rows[i]["shuffle"]), i))
+
+    classes = sorted({SPEED_CLASS[rows[i][name_key]] for i in usable})
+    chosen: int | None = None
+    for speed in classes:
+        best = best_of([i for i in usable if SPEED_CLASS[rows[i][name_key]] == speed])
+        if chosen is None or rows[best]["ratio"] >= SLOWER_CLASS_GAIN * rows[chosen]["ratio"]:
+            chosen = best
+    return chosen
 
 
 def _sample(field: FieldChunks, chunk: int) -> list[np.ndarray]:
@@ -47,37 +106,57 @@ def _sample(field: FieldChunks, chunk: int) -> list[np.ndarray]:
         .reshape(-1)
         .view(np.uint8)
         for s in starts
+        if n
     ]
 
 
-def choose(field: FieldChunks, chunk: int) -> tuple[CodecConfig, list[dict[str, Any]]]:
-    """Pick a codec for a field, trying ``chunk``-sample chunks of it; return it and the trial
-    table (one row per candidate)."""
-    raw = _sample(field, chunk)
-    logical = sum(r.nbytes for r in raw)
-    rows = []
-    for config in candidates(field.dtype.itemsize):
-        codec = CpuChunkCodec(config, field.dtype.itemsize)
-        payloads = codec.encode(raw)
-        stored = sum(len(p) for p in payloads)
-        best = float("inf")
-        for _ in range(3):
-            start = time.perf_counter()
-            decoded = codec.decode(payloads, [r.nbytes for r in raw], ["trial"] * len(raw))
-            best = min(best, time.perf_counter() - start)
-        if any(not np.array_equal(d, r) for d, r in zip(decoded, raw, strict=True)):
-            raise AssertionError(f"codec {config} did not round-trip in the trial")
-        rows.append(
-            {
-                **config.to_dict(),
-                "ratio": round(logical / stored, 4) if stored else None,
-                "decode_gbps": round(logical / best / 1e9, 3) if best > 0 else None,
-            }
+def _ratio(config: CodecConfig, itemsize: int, raw: list[np.ndarray]) -> float | None:
+    """Raw bytes over stored bytes of the sample; the round trip is checked."""
+    codec = CpuChunkCodec(config, itemsize)
+    payloads = codec.encode(raw)
+    decoded = codec.decode(payloads, [r.nbytes for r in raw], ["trial"] * len(raw))
+    if any(not np.array_equal(d, r) for d, r in zip(decoded, raw, strict=True)):
+        raise CorruptChunkError(
+            f"codec {config.name} (level {config.level}, shuffle {config.shuffle}) did not "
+            "round-trip a sampled chunk in the trial: its decoded bytes differ; nothing written"
         )
-    usable = [r for r in rows if (r["ratio"] or 0) >= MIN_RATIO]
-    if not usable:
+    stored = sum(len(p) for p in payloads)
+    return round(sum(r.nbytes for r in raw) / stored, 4) if stored else None
+
+
+def choose(field: FieldChunks, chunk: int) -> tuple[CodecConfig, list[dict[str, Any]]]:
+    """``--codec auto`` for one field, trying ``chunk``-sample chunks of it: the pick and the
+    trial table (one row per candidate: codec, level, shuffle, ratio, speed class, picked)."""
+    raw = _sample(field, chunk)
+    itemsize = field.dtype.itemsize
+    rows = [
+        {
+            **config.to_dict(),
+            "ratio": _ratio(config, itemsize, raw),
+            "speed_class": SPEED_CLASS[config.name],
+            "picked": False,
+        }
+        for config in candidates(itemsize)
+    ]
+    index = pick(rows)
+    if index is None:
         return CodecConfig("none", None, False), rows
-    fastest = max(r["decode_gbps"] or 0 for r in usable)
-    fast_enough = [r for r in usable if (r["decode_gbps"] or 0) >= SPEED_SHARE * fastest]
-    pick = max(fast_enough, key=lambda r: (r["ratio"], r["decode_gbps"]))
-    return CodecConfig(pick["name"], pick["level"], pick["shuffle"]), rows
+    rows[index]["picked"] = True
+    row = rows[index]
+    return CodecConfig(row["name"], row["level"], row["shuffle"]), rows
+
+
+def choose_shuffle(field: FieldChunks, chunk: int, config: CodecConfig) -> dict[str, Any]:
+    """Whether ``config`` should byte-shuffle this field: the sample is compressed both ways and
+    the smaller wins (a tie goes to no shuffle, the more portable chain). Returns the decision
+    and its evidence: ``{"shuffle", "ratio_shuffle", "ratio_plain", "sample_chunks"}``."""
+    raw = _sample(field, chunk)
+    itemsize = field.dtype.itemsize
+    with_shuffle = _ratio(CodecConfig(config.name, config.level, True), itemsize, raw)
+    plain = _ratio(CodecConfig(config.name, config.level, False), itemsize, raw)
+    return {
+        "shuffle": (with_shuffle or 0) > (plain or 0),
+        "ratio_shuffle": with_shuffle,
+        "ratio_plain": plain,
+        "sample_chunks": len(raw),
+    }

@@ -23,25 +23,41 @@ import numpy as np
 
 from gpuds.errors import ConfigError
 
-__all__ = ["CODEC_NAMES", "ChunkCodec", "CodecConfig", "shuffle_bytes", "unshuffle_bytes"]
+__all__ = [
+    "CODEC_NAMES",
+    "LEVELS",
+    "ChunkCodec",
+    "CodecConfig",
+    "shuffle_bytes",
+    "unshuffle_bytes",
+]
 
 CODEC_NAMES = ("zstd", "lz4", "gzip", "gdeflate", "bitcomp", "ans", "cascaded", "none", "auto")
 """``auto`` is resolved per field by :mod:`gpuds.codecs.auto` before anything is written."""
 
+LEVELS = {"zstd": (-131072, 22), "gzip": (0, 9), "lz4": (1, 65537)}
+"""Valid ``level`` per codec: zstd's own range (negative levels are its fast modes), zlib's, and
+LZ4's acceleration (higher is faster with a lower ratio)."""
+
 
 @dataclass(frozen=True)
 class CodecConfig:
-    """What the user chose for one field: codec name, level, byte shuffle.
+    """What the user chose for one field: codec name, level, byte shuffle (None: decided per
+    field by ``gpuds compress`` from a trial on a sample, :func:`gpuds.codecs.auto.choose_shuffle`).
 
     Examples
     --------
     >>> CodecConfig.from_dict(CodecConfig("zstd", 3, True).to_dict())
     CodecConfig(name='zstd', level=3, shuffle=True)
+    >>> CodecConfig("gzip", 12)
+    Traceback (most recent call last):
+    ...
+    gpuds.errors.ConfigError: gzip levels are 0 to 9, got 12
     """
 
     name: str = "zstd"
     level: int | None = None
-    shuffle: bool = True
+    shuffle: bool | None = True
 
     def __post_init__(self) -> None:
         if self.name not in CODEC_NAMES:
@@ -50,6 +66,19 @@ class CodecConfig:
             isinstance(self.level, bool) or not isinstance(self.level, int)
         ):
             raise ConfigError(f"Expected an integer level, got {self.level!r}")
+        if self.shuffle is not None and not isinstance(self.shuffle, bool):
+            raise ConfigError(f"Expected shuffle to be true, false or unset, got {self.shuffle!r}")
+        if self.level is None:
+            return
+        if self.name in ("none", "auto"):
+            raise ConfigError(
+                f"codec {self.name} takes no level (auto tries zstd 3, lz4 1 and gzip 5), "
+                f"got {self.level}"
+            )
+        valid = LEVELS.get(self.name)
+        if valid is not None and not valid[0] <= self.level <= valid[1]:
+            what = "accelerations" if self.name == "lz4" else "levels"
+            raise ConfigError(f"{self.name} {what} are {valid[0]} to {valid[1]}, got {self.level}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "level": self.level, "shuffle": self.shuffle}
@@ -61,9 +90,8 @@ class CodecConfig:
             raise ConfigError(
                 f"codec: unknown key(s) {', '.join(unknown)}; valid: name, level, shuffle"
             )
-        return cls(
-            str(data.get("name", "zstd")), data.get("level"), bool(data.get("shuffle", True))
-        )
+        shuffle = data.get("shuffle", True)
+        return cls(str(data.get("name", "zstd")), data.get("level"), shuffle)
 
 
 class ChunkCodec(ABC):
