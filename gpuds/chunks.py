@@ -35,6 +35,7 @@ from gpuds.codecs.checksum import CHECKSUM_NAME, strip_crc32c
 from gpuds.codecs.cpu import CpuChunkCodec
 from gpuds.codecs.shard import EMPTY, index_nbytes, parse_index
 from gpuds.errors import CorruptChunkError, StoreError
+from gpuds.store import MAX_CHUNKS
 
 __all__ = ["MAX_CHUNK_BYTES", "FieldChunks", "field_label", "parse_chain"]
 
@@ -231,7 +232,18 @@ class FieldChunks:
                 f"gpuds reads chunks of 1 sample to {MAX_CHUNK_BYTES} bytes"
             )
         self.nchunks = -(-self.length // self.chunk)
+        if self.nchunks > MAX_CHUNKS:
+            raise StoreError(
+                f"{label}: declares {self.length} samples in {self.nchunks} chunks, more than "
+                f"the {MAX_CHUNKS} gpuds reads per field"
+            )
         metadata: dict[str, Any] = dict(array.metadata.to_dict())
+        if metadata.get("storage_transformers"):
+            raise StoreError(
+                f"{label}: uses storage transformers "
+                f"{[t.get('name') for t in metadata['storage_transformers']]}, which gpuds "
+                "does not read (Zarr readers must refuse unknown ones)"
+            )
         codecs = [dict(c) for c in metadata.get("codecs") or []]
         self.sharded = False
         self.per_shard = 1
@@ -239,7 +251,13 @@ class FieldChunks:
         if len(codecs) == 1 and codecs[0]["name"] == "sharding_indexed":
             sharding = codecs[0].get("configuration") or {}
             self.sharded = True
-            self.per_shard = int(array.shards[0]) // self.chunk if array.shards else 1
+            shard = int(array.shards[0]) if array.shards else 0
+            if shard < self.chunk or shard % self.chunk or tuple(array.shards[1:]) != shape[1:]:
+                raise StoreError(
+                    f"{label}: shards {list(array.shards or [])} do not hold whole chunks "
+                    f"{list(chunks)}"
+                )
+            self.per_shard = shard // self.chunk
             index_codecs = [c["name"] for c in sharding.get("index_codecs", [])]
             self._own_index = index_codecs == ["bytes", CHECKSUM_NAME] and (
                 sharding.get("index_location", "end") == "end"

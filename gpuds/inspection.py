@@ -9,6 +9,7 @@ fingerprint recorded when it was written are all reported by field and chunk key
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -132,7 +133,7 @@ def _field_report(split: str, name: str, array: zarr.Array) -> dict[str, Any]:
     chain = codec_chain(array)
     attrs = array.attrs.get(FIELD_ATTR)
     field_attrs = dict(attrs) if isinstance(attrs, dict) else {}
-    logical = int(array.nbytes)
+    logical = math.prod(int(s) for s in array.shape) * np.dtype(array.dtype).itemsize
     stored = _stored_chunk_bytes(array)
     report: dict[str, Any] = {
         "split": split,
@@ -187,7 +188,7 @@ def inspect_store(
         problems.append("incomplete: no completion marker (interrupted or still being written)")
     elif not isinstance(info.get("format_version"), int) or info["format_version"] > FORMAT_VERSION:
         problems.append(f"format version {info.get('format_version')!r} is newer than this gpuds")
-    fields = [(s, n, a) for s, n, a in iter_fields(group)]
+    fields = [(s, n, a) for s, n, a in iter_fields(group, str(path))]
     # Metadata that disagrees with the record cannot be trusted to size anything by.
     untrusted = check_records(group, info, str(path)) if info.get("complete") is True else []
     problems += untrusted
@@ -268,12 +269,16 @@ def _verify(
         if reader is None:
             continue
         listed = _listed_keys(array)
-        missing = [
-            reader.object_key(obj)
-            for obj in range(min(reader.nobjects, _MAX_LISTED_OBJECTS))
-            if reader.object_key(obj) not in listed
-        ]
         stored_objects = len(listed - _METADATA_KEYS)
+        missing = (
+            [
+                reader.object_key(obj)
+                for obj in range(min(reader.nobjects, _MAX_LISTED_OBJECTS))
+                if reader.object_key(obj) not in listed
+            ]
+            if stored_objects < reader.nobjects
+            else []
+        )
         if reader.nobjects > _MAX_LISTED_OBJECTS and stored_objects < reader.nobjects:
             problems.append(
                 f"field {label} declares {reader.nobjects} stored objects but "

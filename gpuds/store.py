@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_CHUNK_MB",
     "FIELD_ATTR",
     "FORMAT_VERSION",
+    "MAX_CHUNKS",
     "SUPPORTED_DTYPES",
     "FieldWriter",
     "StoreWriter",
@@ -206,7 +207,8 @@ class FieldWriter:
             stop = min(start + step, n)
             self.array[self.count + start : self.count + stop] = data[start:stop]
         self.count = end
-        rest = data[n:]
+        # A copy: a view would keep the whole block alive until the next flush.
+        rest = data[n:].copy()
         self._pending = [rest] if len(rest) else []
         self._pending_len = len(rest)
 
@@ -430,9 +432,11 @@ def open_store(path: str | Path, *, require_complete: bool = True) -> zarr.Group
             "being written; rebuild it"
         )
     version = info.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise StoreError(f"{text}: store format version {version!r} is not a valid version")
+    if version > FORMAT_VERSION:
         raise StoreError(
-            f"{text}: store format version {version!r} is newer than this gpuds reads "
+            f"{text}: store format version {version} is newer than this gpuds reads "
             f"({FORMAT_VERSION}); upgrade gpuds"
         )
     if require_complete:
@@ -453,7 +457,9 @@ def read_info(group: zarr.Group) -> dict[str, Any]:
     return dict(info) if isinstance(info, dict) else {}
 
 
-def iter_fields(group: zarr.Group) -> Iterator[tuple[str, str, zarr.Array]]:
+def iter_fields(
+    group: zarr.Group, where: str | None = None
+) -> Iterator[tuple[str, str, zarr.Array]]:
     """Yield ``(split, name, array)`` for every field; ``split`` is ``""`` for an unsplit store.
 
     A member whose ``zarr.json`` cannot be read is a :class:`~gpuds.errors.StoreError`.
@@ -471,8 +477,8 @@ def iter_fields(group: zarr.Group) -> Iterator[tuple[str, str, zarr.Array]]:
         raise
     except Exception as e:  # zarr and json raise many types for damaged metadata
         raise StoreError(
-            f"{group.store_path}: the metadata of a field cannot be read "
-            f"({type(e).__name__}: {_first_line(e)}); the store is damaged"
+            f"{where or group.store_path}: the metadata of a field cannot be read "
+            f"({type(e).__name__}: {_first_line(e)})"
         ) from e
 
 
@@ -508,11 +514,23 @@ def check_records(group: zarr.Group, info: Mapping[str, Any], where: str) -> lis
     problems: list[str] = []
     found: dict[str, zarr.Array] = {}
     try:
-        found = {f"{s}/{n}" if s else n: a for s, n, a in iter_fields(group)}
+        found = {f"{s}/{n}" if s else n: a for s, n, a in iter_fields(group, where)}
     except StoreError as e:
-        return [str(e).removeprefix(f"{group.store_path}: ")]
+        return [str(e).removeprefix(f"{where}: ")]
+    problems += _check_sizes(found)
+    if problems:  # nothing below may trust these shapes
+        return problems
     version = info.get("format_version")
     records = info.get("arrays")
+    if (
+        isinstance(version, int)
+        and version < 2
+        and (records is not None or any(_checksummed(a) for a in found.values()))
+    ):
+        problems.append(
+            f"format version {version} declared, but the store has format-2 checksums or "
+            "records: its version was edited"
+        )
     if isinstance(version, int) and version >= 2:
         if not isinstance(records, dict):
             return ["no record of its arrays ('arrays' attribute) although format 2 requires one"]
@@ -531,6 +549,9 @@ def check_records(group: zarr.Group, info: Mapping[str, Any], where: str) -> lis
                         f"field {label}: {key} {_short(actual.get(key))} in its zarr.json, "
                         f"{_short(recorded.get(key))} recorded"
                     )
+    layout = _check_layout(found, info)
+    if layout:
+        return problems + layout
     splits = info.get("splits") or []
     sizes = info.get("split_sizes") or {}
     total = info.get("num_samples")
@@ -538,12 +559,72 @@ def check_records(group: zarr.Group, info: Mapping[str, Any], where: str) -> lis
         split = label.split("/")[0] if "/" in label else ""
         expected = sizes.get(split) if split else (None if splits else total)
         length = int(array.shape[0]) if array.shape else 0
-        if isinstance(expected, int) and length != expected:
+        if expected is not None and length != expected:
             problems.append(
                 f"field {label} declares {length} samples, the store recorded {expected}"
             )
-    if splits and isinstance(total, int) and sizes and sum(sizes.values()) != total:
+    if splits and total is not None and sizes and sum(sizes.values()) != total:
         problems.append(f"split sizes {sizes} do not add up to num_samples {total}")
+    return problems
+
+
+MAX_CHUNKS = 2**26
+"""The most chunks a field may declare (64 Mi: 64 TiB in 1 MiB chunks); more is refused before
+anything is sized by it (a loader's epoch plan holds one entry per chunk)."""
+
+
+def _checksummed(array: zarr.Array) -> bool:
+    text = json.dumps(field_record(array).get("codecs", []))
+    return '"crc32c"' in text.replace('"index_codecs"', "")
+
+
+def _check_sizes(found: Mapping[str, zarr.Array]) -> list[str]:
+    """Every field's declared shape and chunks are sane integers within :data:`MAX_CHUNKS`."""
+    problems = []
+    for label, array in sorted(found.items()):
+        shape, chunks = tuple(array.shape), tuple(array.chunks)
+        if not shape or any(not isinstance(s, int) or s < 0 for s in shape):
+            problems.append(f"field {label}: declared shape {list(shape)} is not a field's")
+            continue
+        if len(chunks) != len(shape) or any(not isinstance(c, int) or c < 1 for c in chunks):
+            problems.append(f"field {label}: declared chunks {list(chunks)} are not valid")
+            continue
+        count = -(-shape[0] // chunks[0])
+        if count > MAX_CHUNKS:
+            problems.append(
+                f"field {label} declares {shape[0]} samples in {count} chunks, more than the "
+                f"{MAX_CHUNKS} gpuds reads per field"
+            )
+    return problems
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_layout(found: Mapping[str, zarr.Array], info: Mapping[str, Any]) -> list[str]:
+    """``splits``, ``split_sizes`` and ``num_samples`` are well-formed and match the groups."""
+    splits = info.get("splits", [])
+    sizes = info.get("split_sizes", {})
+    total = info.get("num_samples")
+    if not isinstance(splits, list) or not all(isinstance(s, str) and s for s in splits):
+        return [f"'splits' {_short(splits)} is not a list of split names"]
+    if not isinstance(sizes, dict) or not all(_is_count(v) for v in sizes.values()):
+        return [f"'split_sizes' {_short(sizes)} is not a mapping of split names to counts"]
+    if total is not None and not _is_count(total):
+        return [f"'num_samples' {_short(total)} is not a count"]
+    groups = {label.split("/")[0] for label in found if "/" in label}
+    root = [label for label in found if "/" not in label]
+    problems = []
+    if splits:
+        for split in sorted(set(splits) - groups):
+            problems.append(f"split {split!r} is listed but holds no fields")
+        for split in sorted(groups - set(splits)):
+            problems.append(f"group {split!r} holds fields but is not a listed split")
+        if root:
+            problems.append(f"a split store with fields at its root ({', '.join(root)})")
+    elif groups:
+        problems.append(f"fields in groups {sorted(groups)} of a store that lists no splits")
     return problems
 
 

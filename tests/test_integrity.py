@@ -285,3 +285,49 @@ def test_zarr_python_and_tensorstore_read_the_store_and_refuse_a_flipped_byte(
         zarr.open_group(store, mode="r")["x"][:]
     with pytest.raises(CorruptChunkError, match="crc32c checksum mismatch"):
         list(gpuds.open(str(store)).loader(32, device="cpu"))
+
+
+def test_a_format_version_edited_down_is_refused(store: Path):
+    def edit(document: dict) -> None:  # type: ignore[type-arg]
+        document["attributes"][ATTR]["format_version"] = 1
+
+    _edit_json(store / "zarr.json", edit)
+    with pytest.raises(StoreError, match="format version 1 declared, but the store has format-2"):
+        gpuds.open(str(store))
+
+
+@pytest.mark.parametrize("version", [0, -1, "2", True])
+def test_a_format_version_that_is_not_one_is_refused(store: Path, version: object):
+    def edit(document: dict) -> None:  # type: ignore[type-arg]
+        document["attributes"][ATTR]["format_version"] = version
+
+    _edit_json(store / "zarr.json", edit)
+    with pytest.raises(StoreError, match="is not a valid version"):
+        gpuds.open(str(store))
+
+
+def test_shard_index_entries_may_not_overlap():
+    import google_crc32c
+
+    from gpuds.codecs.shard import parse_index
+
+    index = np.array([[0, 10], [5, 10]], dtype="<u8").tobytes()
+    tail = index + google_crc32c.value(index).to_bytes(4, "little")
+    with pytest.raises(CorruptChunkError, match="chunks 0 and 1 claim overlapping bytes"):
+        parse_index(tail, 20 + len(tail), 2, "c/0")
+
+
+def test_storage_transformers_are_refused(store: Path):
+    def edit(document: dict) -> None:  # type: ignore[type-arg]
+        document["storage_transformers"] = [{"name": "mystery", "configuration": {}}]
+
+    _edit_json(store / "x" / "zarr.json", edit)
+
+    def record(document: dict) -> None:  # type: ignore[type-arg]
+        field = json.loads((store / "x" / "zarr.json").read_text())
+        field.pop("attributes", None)
+        document["attributes"][ATTR]["arrays"]["x"] = field
+
+    _edit_json(store / "zarr.json", record)
+    with pytest.raises(StoreError, match="storage transformers"):
+        gpuds.open(str(store)).loader(8, device="cpu")

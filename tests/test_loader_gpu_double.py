@@ -17,28 +17,10 @@ import pytest
 
 import gpuds
 import gpuds.codecs.nvcomp as nvcomp_module
-import gpuds.loader as loader_module
-from gpuds.backend import Backend
 
 from . import nvcomp_double
 
 N = 1000
-
-
-class _Stream:
-    """Double of ``cupy.cuda.Stream``: a context manager that has nothing to wait for."""
-
-    def __init__(self, non_blocking: bool = False) -> None:
-        self.synchronized = False
-
-    def __enter__(self) -> _Stream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def synchronize(self) -> None:
-        self.synchronized = True
 
 
 @pytest.fixture(scope="module")
@@ -54,17 +36,6 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     per_field = {"ids": gpuds.FieldSettings(gpuds.CodecConfig("lz4", None, False), chunk_mb=0.002)}
     gpuds.compress(tmp / "raw.zarr", tmp / "data.zarr", settings=settings, per_field=per_field)
     return tmp / "data.zarr"
-
-
-@pytest.fixture
-def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
-    nvcomp, cupy = nvcomp_double.install(monkeypatch, nvcomp_module)
-    cupy.take = np.take
-    cupy.cuda.Stream = _Stream
-    nvcomp.Codec.calls.clear()
-    backend = Backend("cuda", cupy, requested="cuda")
-    monkeypatch.setattr(loader_module, "resolve", lambda device: backend)
-    return nvcomp, cupy
 
 
 def test_batches_equal_the_cpu_path_with_one_copy_and_one_decode_per_window(

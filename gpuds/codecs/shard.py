@@ -13,6 +13,7 @@ entry lies inside the shard before any chunk is touched.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,6 +91,7 @@ def parse_index(tail: bytes, length: int, chunks: int, key: str) -> np.ndarray:
         )
     index = np.frombuffer(index_bytes, dtype="<u8").reshape(chunks, 2)
     data_end = length - size
+    ranges = []
     for i, (offset, nbytes) in enumerate(index.tolist()):
         if offset == EMPTY and nbytes == EMPTY:
             continue
@@ -97,5 +99,12 @@ def parse_index(tail: bytes, length: int, chunks: int, key: str) -> np.ndarray:
             raise CorruptChunkError(
                 f"corrupt shard {key}: chunk {i} claims bytes {offset}..{offset + nbytes} of "
                 f"{data_end}"
+            )
+        ranges.append((offset, offset + nbytes, i))
+    ranges.sort()
+    for (_, end, first), (start, _, second) in itertools.pairwise(ranges):
+        if start < end:  # two chunks cannot share bytes: one would be read as the other
+            raise CorruptChunkError(
+                f"corrupt shard {key}: chunks {first} and {second} claim overlapping bytes"
             )
     return index
