@@ -99,6 +99,11 @@ class Resample(StrEnum):
     lanczos = "lanczos"
 
 
+class Frames(StrEnum):
+    first = "first"
+    all = "all"
+
+
 class Codec(StrEnum):
     zstd = "zstd"
     lz4 = "lz4"
@@ -214,7 +219,28 @@ def ingest(
     header: Annotated[
         bool | None,
         typer.Option(
-            "--header/--no-header", help="Whether the CSV's first row is a header (default: guess)."
+            "--header/--no-header",
+            help="Whether the CSV's first row (after --skip-rows) holds the column names. "
+            "Default: guess (yes unless it holds a number).",
+            show_default=False,
+        ),
+    ] = None,
+    delimiter: Annotated[
+        str | None,
+        typer.Option(
+            "--delimiter",
+            help="CSV delimiter: one character, 'tab' or 'whitespace' (runs of spaces and tabs). "
+            "Default: sniffed among , ; tab, else whitespace.",
+            show_default=False,
+        ),
+    ] = None,
+    skip_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--skip-rows",
+            help="Lines to skip at the top of a CSV (titles, metadata) before the header or data. "
+            "Default: 1 when line 1 is metadata (numbers that do not fit the rows below), else 0.",
+            show_default=False,
         ),
     ] = None,
     mode: Annotated[
@@ -235,6 +261,15 @@ def ingest(
     resample: Annotated[
         Resample, typer.Option("--filter", help="Resampling filter used by --resize.")
     ] = Resample.bilinear,
+    frames: Annotated[
+        Frames | None,
+        typer.Option(
+            "--frames",
+            help="Multi-frame images (multi-page TIFF, animated PNG/WebP, MPO): first reads "
+            "frame 0, all makes one sample per frame. Without it they are refused.",
+            show_default=False,
+        ),
+    ] = None,
     skip_bad: Annotated[
         bool,
         typer.Option(
@@ -262,16 +297,21 @@ def ingest(
 
         gpuds ingest features.npy meta.csv -o raw.zarr --label species
 
+        gpuds ingest readings.csv.gz -o raw.zarr --skip-rows 2 --no-header --delimiter ';'
+
         gpuds ingest run.h5 -o raw.zarr --fields data.x,data.y --json
     """
     options = ReadOptions(
         fields=tuple(f.strip() for f in fields.split(",") if f.strip()) if fields else None,
         header=header,
+        delimiter=delimiter,
+        skip_rows=skip_rows,
         label=label,
         mode=mode.value,
         resize=parse_size(resize) if resize else None,
         fit=fit.value,
         resample=resample.value,
+        frames=frames.value if frames else None,
         skip_bad=skip_bad,
     )
     with RichProgress(quiet or as_json) as progress:
@@ -294,6 +334,10 @@ def ingest(
             f"[yellow]ignored {len(summary['ignored_files'])} non-image file(s), listed in the "
             "store's attributes[/yellow]"
         )
+    for src in summary["sources"]:
+        line = _table_decisions(src)
+        if line is not None:
+            stdout.print(escape(line), soft_wrap=True)
     names = ", ".join(f"{n} {tuple(f['shape'])} {f['dtype']}" for n, f in summary["fields"].items())
     stdout.print(
         f"[green]wrote[/green] {escape(summary['output'])}: {summary['samples']} samples "
@@ -301,6 +345,46 @@ def ingest(
     )
     if summary["skipped"]:
         stdout.print(f"[yellow]{len(summary['skipped'])} bad file(s) skipped[/yellow]")
+
+
+_KINDS = ("numeric", "category", "label", "mask")
+_DELIMITER_NAMES = {"\t": "tab", " ": "space", "whitespace": "runs of whitespace"}
+
+
+def _table_decisions(src: dict[str, Any]) -> str | None:
+    """One line on how a table source was read: rows, layout and why (CSV), fields by kind."""
+    if src.get("format") not in ("csv", "parquet"):
+        return None
+    decided = src.get("decided") or {}  # stores written before gpuds recorded the reasons lack it
+
+    def why(part: str) -> str:
+        return f" ({decided[part]})" if decided.get(part) else ""
+
+    parts = [f"{src.get('rows', '?')} rows"]
+    if src.get("compression"):
+        parts.append(str(src["compression"]))
+    if "delimiter" in src:
+        shown = _DELIMITER_NAMES.get(src["delimiter"], repr(src["delimiter"]))
+        parts.append(f"delimiter {shown}{why('delimiter')}")
+    if src.get("skip_rows"):
+        lines = "line" if src["skip_rows"] == 1 else "lines"
+        parts.append(f"skipped {src['skip_rows']} {lines}{why('skip_rows')}")
+    if "header" in src:
+        parts.append(f"header {'yes' if src['header'] else 'no'}{why('header')}")
+    kinds: dict[str, list[str]] = src.get("kinds") or {}
+    for kind in (*_KINDS, *sorted(set(kinds) - set(_KINDS))):
+        names = kinds.get(kind) or []
+        if names:
+            shown_names = ", ".join(names) if len(names) <= 6 else f"{names[0]} … {names[-1]}"
+            parts.append(f"{len(names)} {kind} ({shown_names})")
+    return f"{src.get('path')}: " + " · ".join(parts)
+
+
+def _kind(field: dict[str, Any]) -> str:
+    if "vocabulary_size" in field:
+        size = field["vocabulary_size"]
+        return f"{field['kind']} ({size} value{'s' * (size != 1)})"
+    return str(field.get("kind", "array"))
 
 
 def _human(n: int | None) -> str:
@@ -352,7 +436,8 @@ def _render_inspect(report: dict[str, Any]) -> None:
     )
     table = Table(show_edge=False, pad_edge=False)
     for col in (
-        "field", "shape", "dtype", "chunks", "shards", "codecs", "checksum", "stored", "ratio"
+        "field", "kind", "shape", "dtype", "chunks", "shards", "codecs", "checksum", "stored",
+        "ratio",
     ):  # fmt: skip
         table.add_column(col, justify="right" if col in ("stored", "ratio") else "left")
     table.add_column("portable")
@@ -360,6 +445,7 @@ def _render_inspect(report: dict[str, Any]) -> None:
         name = f"{f['split']}/{f['name']}" if f["split"] else f["name"]
         table.add_row(
             escape(name),
+            escape(_kind(f)),
             "×".join(map(str, f["shape"])),
             f["dtype"],
             "×".join(map(str, f["chunks"])),
@@ -392,7 +478,8 @@ def _render_inspect(report: dict[str, Any]) -> None:
     if report["sources"]:
         node = tree.add("sources")
         for src in report["sources"]:
-            node.add(escape(f"{src.get('format')}: {src.get('path')}"))
+            line = _table_decisions(src)
+            node.add(escape(f"{src.get('format')}: {line or src.get('path')}"))
     if report["skipped"]:
         tree.add(f"[yellow]{len(report['skipped'])} bad input file(s) skipped at ingest[/yellow]")
     if report["history"]:
@@ -546,6 +633,16 @@ def preprocess(
     print_config: Annotated[
         bool, typer.Option("--print-config", help="Print the resolved config as YAML and stop.")
     ] = False,
+    memory_mb: Annotated[
+        float | None,
+        typer.Option(
+            "--memory-mb",
+            help="Memory budget of the run in MiB (blocks, shuffle buckets, write buffers; "
+            "default 512, overrides the config's): peak resident memory stays within it plus "
+            "about 100 MiB (docs/preprocess.md).",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: Overwrite = False,
     quiet: Quiet = False,
     as_json: JsonSummary = False,
@@ -581,6 +678,8 @@ def preprocess(
         raise ConfigError("nothing to do: pass --config FILE or shortcuts like --split 0.8,0.2")
     else:
         pipeline = PipelineConfig.from_dict(shortcuts, "shortcuts")
+    if memory_mb is not None:
+        pipeline = pipeline.with_memory(memory_mb)
     if print_config:
         sys.stdout.write(yaml.safe_dump(pipeline.to_dict(), sort_keys=False))
         return

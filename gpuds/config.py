@@ -4,16 +4,19 @@ A config is a mapping with these keys (every one optional except ``ops``)::
 
     seed: 0              # seeds every random op (shuffle, split, sample) unless an op sets its own
     fit_split: train     # after a split, ops fit their statistics on this split only
-    block_mb: 64         # samples are streamed in blocks of about this size
+    memory_mb: 512       # memory budget of the run: blocks, shuffle buckets, write buffers
+    block_mb: 64         # samples are streamed in blocks of at most this size (memory_mb / 8)
     chunk_mb: 1.0        # target chunk size of the output fields
     ops:                 # applied in order
       - {op: standardize, fields: [images], per: channel}
 
-Unknown keys are errors that list the valid ones; so are unknown ops and op keys.
+Unknown keys are errors that list the valid ones; so are unknown ops and op keys. How
+``memory_mb`` bounds the run's memory is :mod:`gpuds.preprocess`'s business (docs/preprocess.md).
 """
 
 from __future__ import annotations
 
+import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,9 +27,20 @@ import yaml
 
 from gpuds.errors import ConfigError
 
-__all__ = ["PipelineConfig", "load_config", "read_mapping"]
+__all__ = [
+    "BLOCKS_PER_BUDGET",
+    "DEFAULT_MEMORY_MB",
+    "PipelineConfig",
+    "load_config",
+    "read_mapping",
+]
 
-_KEYS = ("seed", "fit_split", "block_mb", "chunk_mb", "ops")
+_KEYS = ("seed", "fit_split", "memory_mb", "block_mb", "chunk_mb", "ops")
+DEFAULT_MEMORY_MB = 512.0
+DEFAULT_BLOCK_MB = 64.0
+BLOCKS_PER_BUDGET = 8
+"""``block_mb`` is at most ``memory_mb / BLOCKS_PER_BUDGET``: a streaming pass holds a few blocks
+(an op's input, its float64 temporaries, its output, the split parts being written)."""
 
 
 @dataclass
@@ -42,7 +56,10 @@ class PipelineConfig:
     ops: list[dict[str, Any]] = field(default_factory=list)
     seed: int = 0
     fit_split: str = "train"
-    block_mb: float = 64.0
+    memory_mb: float = DEFAULT_MEMORY_MB
+    block_mb: float = DEFAULT_BLOCK_MB
+    """Upper bound of a block, counted at 8 bytes per value; without ``block_mb`` in the
+    mapping it is ``min(64, memory_mb / 8)``."""
     chunk_mb: float = 1.0
 
     @classmethod
@@ -69,21 +86,51 @@ class PipelineConfig:
         if not isinstance(fit_split, str):
             raise ConfigError(f"{where}: 'fit_split' must be a split name, got {fit_split!r}")
         sizes = {}
-        for key, default in (("block_mb", 64.0), ("chunk_mb", 1.0)):
-            value = data.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise ConfigError(f"{where}: '{key}' must be a positive number, got {value!r}")
-            sizes[key] = float(value)
-        return cls([dict(op) for op in ops], seed, fit_split, **sizes)
+        for key, default in (("memory_mb", DEFAULT_MEMORY_MB), ("chunk_mb", 1.0)):
+            sizes[key] = _positive(data.get(key, default), key, where)
+        most = sizes["memory_mb"] / BLOCKS_PER_BUDGET
+        if "block_mb" in data:
+            block_mb = _positive(data["block_mb"], "block_mb", where)
+            if block_mb > most:
+                raise ConfigError(
+                    f"{where}: 'block_mb' {block_mb:g} is more than memory_mb / "
+                    f"{BLOCKS_PER_BUDGET} = {most:g} (a pass holds several blocks at once); "
+                    f"lower block_mb or raise memory_mb to {block_mb * BLOCKS_PER_BUDGET:g}"
+                )
+        else:
+            block_mb = min(DEFAULT_BLOCK_MB, most)
+        return cls([dict(op) for op in ops], seed, fit_split, block_mb=block_mb, **sizes)
+
+    def with_memory(self, memory_mb: float) -> PipelineConfig:
+        """This config with another memory budget (``block_mb`` follows it unless it still
+        fits).
+
+        Examples
+        --------
+        >>> PipelineConfig.from_dict({"ops": [{"op": "shuffle"}]}).with_memory(64).block_mb
+        8.0
+        """
+        data = self.to_dict()
+        data["memory_mb"] = memory_mb
+        if self.block_mb > _positive(memory_mb, "memory_mb", "--memory-mb") / BLOCKS_PER_BUDGET:
+            data.pop("block_mb")
+        return PipelineConfig.from_dict(data, "--memory-mb")
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
             "fit_split": self.fit_split,
+            "memory_mb": self.memory_mb,
             "block_mb": self.block_mb,
             "chunk_mb": self.chunk_mb,
             "ops": [dict(op) for op in self.ops],
         }
+
+
+def _positive(value: Any, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise ConfigError(f"{where}: '{key}' must be a positive number, got {value!r}")
+    return float(value)
 
 
 def read_mapping(path: str | Path) -> Any:

@@ -65,6 +65,9 @@ def ingest(
 ) -> dict[str, Any]:
     """Read ``sources`` into a new store at ``out``; return a JSON-safe summary.
 
+    The summary's ``sources`` holds what the store records about each source: for a table, its
+    rows, fields by kind and (CSV) the layout read with the reason for each guess.
+
     Parameters
     ----------
     sources
@@ -75,7 +78,8 @@ def ingest(
         Reader name for every source (``npy``, ``npz``, ``images``, ``csv``, ``parquet``, ``hdf5``,
         ``zarr``); detected per source when None.
     options
-        Reader settings (field selection, CSV header, label column, image mode and resize, ...).
+        Reader settings (field selection, CSV header, delimiter and skipped rows, label column,
+        image mode and resize, ...).
     chunk_mb
         Target chunk size in MiB (see :func:`gpuds.store.chunk_samples`).
     overwrite
@@ -134,6 +138,9 @@ def ingest(
                 fields[spec.name].array.attrs.put({FIELD_ATTR: attrs})
         info = _store_info(opened, kinds, fingerprints, count, fmt, options, chunk_mb, started)
         path = writer.commit(info)
+        notes = [line for src in opened for line in src.notes()]
+    for line in notes:
+        progress.note(line)
     return {
         "output": str(path),
         "samples": count,
@@ -146,8 +153,10 @@ def ingest(
             }
             for name, f in fields.items()
         },
+        "sources": info["sources"],
         "skipped": info.get("skipped", []),
         "ignored_files": info.get("ignored_files", []),
+        "notes": notes,
         "seconds": round(time.perf_counter() - started, 3),
     }
 

@@ -12,14 +12,19 @@ Plan → fit → write (see :mod:`gpuds.ops.base` for the op contract):
 - **Write.** A last pass applies every op of the last segment and writes each block to the output
   (one subgroup per split), chunk by chunk, through :class:`gpuds.store.StoreWriter`.
 
-Memory is bounded by a few blocks (``block_mb``), one chunk per output field, and the shuffle's
-bucket (``memory_mb``); ``dedupe`` additionally keeps one 16-byte digest per unique sample.
-Every random choice is seeded from the config, and block boundaries depend only on the input and
-``block_mb``, so the same config on the same input writes byte-identical arrays.
+Memory stays within the config's ``memory_mb`` (plus the constant measured in
+docs/preprocess.md): a block holds at most ``block_mb <= memory_mb / 8``, counted at 8 bytes per
+value of the widest stage so that ops computing in float64 stay inside it, and a pass holds a few
+blocks; the write buffers (one chunk per output field and split) may take ``memory_mb / 4``; a
+shuffle bucket 3/4 (:mod:`gpuds.ops.shuffle`). Passes drop each block before reading the next.
+``dedupe`` additionally keeps one 16-byte digest per unique sample. Every random choice is seeded
+from the config, and block boundaries depend only on the input and the config, so the same config
+on the same input writes byte-identical arrays.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -75,6 +80,31 @@ def _input_specs(group: zarr.Group) -> tuple[dict[str, Spec], dict[str, zarr.Arr
     return specs, arrays, lengths.pop()
 
 
+def _block_samples(stages: list[dict[str, Spec]], block_mb: float) -> int:
+    """Samples per block: a power of two whose block stays within ``block_mb`` at every stage of
+    the pipeline, each value counted at 8 bytes (at least its own size), since ops compute in
+    float64: a uint8 image block of ``block_mb / 8`` makes float64 temporaries of ``block_mb``.
+
+    Examples
+    --------
+    >>> _block_samples([{"x": Spec(np.dtype("uint8"), (32, 32, 3))}], 64.0)
+    2048
+    """
+    widest = max(
+        sum(max(8, s.dtype.itemsize) * math.prod(s.sample_shape) for s in stage.values())
+        for stage in stages
+    )
+    return chunk_samples(max(1, widest), block_mb)
+
+
+def _write_buffers(specs: dict[str, Spec], parts: int, chunk_mb: float, upper: int) -> int:
+    """Bytes the writers may hold: one chunk per output field and split."""
+    return parts * sum(
+        chunk_samples_for(s.sample_nbytes, chunk_mb, upper) * s.sample_nbytes
+        for s in specs.values()
+    )
+
+
 def plan_pipeline(
     config: PipelineConfig, specs: dict[str, Spec]
 ) -> tuple[list[Op], list[dict[str, Spec]], Split | None]:
@@ -117,7 +147,11 @@ def _segments(ops: list[Op]) -> list[list[int]]:
 
 
 def _run(source: Source, ops: list[Op]) -> Iterator[Block]:
-    """Apply ``ops`` (reset first) to every block of ``source``."""
+    """Apply ``ops`` (reset first) to every block of ``source``.
+
+    Every loop over blocks in this module drops its block before asking for the next: the loop
+    variable would otherwise keep it alive while the next one is read.
+    """
     for op in ops:
         op.reset()
     for block in source():
@@ -128,6 +162,7 @@ def _run(source: Source, ops: list[Op]) -> Iterator[Block]:
                 break
         if len(block):
             yield block
+        del block
 
 
 def preprocess(
@@ -180,7 +215,17 @@ def preprocess(
     if backend.reason and device == "auto":
         progress.note(backend.reason)
     out_specs = stages[-1]
-    block = chunk_samples(max(1, sum(s.sample_nbytes for s in specs.values())), cfg.block_mb)
+    memory = cfg.memory_mb * 2**20
+    parts = len(split.names) if split else 1
+    buffers = _write_buffers(out_specs, parts, cfg.chunk_mb, n_in)
+    if buffers > memory / 4:
+        raise ConfigError(
+            f"the output's write buffers (one chunk per field and split: {len(out_specs)} fields "
+            f"x {parts} split(s)) take {buffers / 2**20:.3g} MiB, more than memory_mb / 4 = "
+            f"{cfg.memory_mb / 4:.3g} MiB; raise memory_mb to {4 * buffers / 2**20:.3g} or lower "
+            "chunk_mb"
+        )
+    block = _block_samples(stages, cfg.block_mb)
     fit_index = split.names.index(cfg.fit_split) if split and cfg.fit_split in split.names else 0
 
     inputs = {
@@ -190,13 +235,15 @@ def preprocess(
     def read_input() -> Iterator[Block]:
         for start in range(0, n_in, block):
             stop = min(start + block, n_in)
-            fields = {
-                name: to_device(chunks.read_range(start, stop), backend)
-                for name, chunks in inputs.items()
-            }
-            index = backend.xp.arange(start, stop, dtype=backend.xp.int64)
             progress.advance(stop - start)
-            yield Block(fields, index)
+            # No local keeps the block: the consumer frees it before asking for the next.
+            yield Block(
+                {
+                    name: to_device(chunks.read_range(start, stop), backend)
+                    for name, chunks in inputs.items()
+                },
+                backend.xp.arange(start, stop, dtype=backend.xp.int64),
+            )
 
     with StoreWriter(out, overwrite=overwrite, inputs=[Path(str(source))]) as writer:
         src: Source = read_input
@@ -214,19 +261,22 @@ def preprocess(
                             b = b.select(b.split == fit_index)
                         if len(b):
                             op.fit_block(b)
+                        del b
                     op.fit_end(p)
             if k < len(segments) - 1:
                 shuffle = seg_ops[-1]
                 assert isinstance(shuffle, Shuffle)
                 before = stages[segment[-1]]
-                per_sample = sum(s.sample_nbytes for s in before.values()) + 9
-                shuffle.plan_buckets(src_len, per_sample)
+                has_split = split is not None and ops.index(split) < segment[-1]
+                # Every column the shuffle stores (fields, input index, split) and the permutation.
+                per_sample = sum(s.sample_nbytes for s in before.values()) + 8 + has_split + 8
+                shuffle.plan_buckets(src_len, per_sample, memory)
                 progress.start(f"shuffle (op {segment[-1] + 1})", src_len)
                 shuffled = shuffle.materialize(
                     _run(src, seg_ops[:-1]),
                     before,
                     writer.workdir(f"shuffle-{segment[-1]}"),
-                    has_split=split is not None and ops.index(split) < segment[-1],
+                    has_split=has_split,
                 )
                 src, src_len = _shuffled_reader(shuffled, block, backend, progress), len(shuffled)
         progress.start("write", src_len)
@@ -251,9 +301,12 @@ def _shuffled_reader(shuffled: Any, block: int, backend: Backend, progress: Prog
     def read() -> Iterator[Block]:
         for b in shuffled.blocks(block):
             progress.advance(len(b))
-            fields = {name: to_device(v, backend) for name, v in b.fields.items()}
-            split = None if b.split is None else to_device(b.split, backend)
-            yield Block(fields, to_device(b.index, backend), split)
+            yield Block(
+                {name: to_device(v, backend) for name, v in b.fields.items()},
+                to_device(b.index, backend),
+                None if b.split is None else to_device(b.split, backend),
+            )
+            del b
 
     return read
 
@@ -284,13 +337,15 @@ def _write(
             )
             for f, spec in specs.items()
         }
+    appended = dict.fromkeys(names, 0)
     for b in blocks:
         for index, name in enumerate(names):
             part = b if split is None else b.select(b.split == index)
-            if not len(part):
-                continue
             for f, fw in fields[name].items():
-                fw.append(to_host(part.fields[f]))
+                _append(fw, to_host(part.fields[f]), appended[name] - fw.count)
+            appended[name] += len(part)
+            del part
+        del b
     result = {}
     for name, fws in fields.items():
         prints = {f: fw.finish() for f, fw in fws.items()}
@@ -302,6 +357,22 @@ def _write(
         count = next(iter(fws.values())).count if fws else 0
         result[name] = (count, prints)
     return result
+
+
+def _append(fw: FieldWriter, values: np.ndarray, pending: int) -> None:
+    """Append ``values`` to ``fw``, which holds ``pending`` samples short of a whole chunk.
+
+    :class:`FieldWriter` joins what it holds with the next append and keeps the part short of a
+    chunk as a view. Handing it a copy of the head that completes its chunk, then whole chunks,
+    then a copy of the tail keeps it from copying whole blocks or pinning one through a view: it
+    holds less than one chunk between blocks.
+    """
+    chunk = fw.chunk
+    head = min(len(values), (chunk - pending) % chunk)
+    body = head + (len(values) - head) // chunk * chunk
+    for piece in (values[:head].copy(), values[head:body], values[body:].copy()):
+        if len(piece):
+            fw.append(piece)
 
 
 def _store_info(

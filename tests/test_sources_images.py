@@ -72,6 +72,8 @@ def test_class_layout_values(classes: tuple[Path, np.ndarray, np.ndarray]) -> No
         "path": str(root),
         "layout": "classes",
         "files": 5,
+        "multi_frame": [],
+        "conversions": [],
     }
     assert tree_hash(root) == before
 
@@ -326,14 +328,14 @@ def test_ignored_and_hidden_files(classes: tuple[Path, np.ndarray, np.ndarray]) 
     np.testing.assert_array_equal(out["images"], images)
 
 
-def test_multi_frame_uses_first_frame(tmp_path: Path) -> None:
+def test_multi_frame_first_frame(tmp_path: Path) -> None:
     frames = [rgb(), rgb(), rgb()]
     first, *rest = (Image.fromarray(f) for f in frames)
     first.save(tmp_path / "pages.tif", save_all=True, append_images=rest)
     single = save(tmp_path / "single.tif", rgb())
-    out, src = read_all(tmp_path)
+    out, src = read_all(tmp_path, frames="first")
     np.testing.assert_array_equal(out["images"], np.stack([frames[0], single]))
-    assert src.metadata()["multi_frame"] == ["pages.tif"]
+    assert src.describe()["multi_frame"] == [{"path": "pages.tif", "frames": 3}]
 
 
 @pytest.mark.parametrize(

@@ -69,8 +69,17 @@ def test_csv_numeric_columns_keep_values_and_dtypes(tmp_path: Path) -> None:
         "format": "csv",
         "path": str(path),
         "rows": 8,
-        "header": True,
+        "kinds": {"numeric": ["i", "f", "big"]},
+        "compression": None,
         "delimiter": ",",
+        "quote": '"',
+        "skip_rows": 0,
+        "header": True,
+        "decided": {
+            "delimiter": "sniffed",
+            "skip_rows": "no metadata line",
+            "header": "line 1 holds no numbers",
+        },
     }
 
 

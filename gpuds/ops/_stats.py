@@ -287,7 +287,10 @@ class Histogram:
             weights=ok.reshape(-1).astype(xp.float64),
             minlength=x2.shape[1] * self.bins,
         )
-        self.counts = counts if self.counts is None else self.counts + counts
+        if self.counts is None:
+            self.counts = counts
+        else:
+            self.counts += counts  # in place: a sum would be a third array of every counter
 
     def _host_counts(self) -> np.ndarray:
         channels = self.lo.shape[0]

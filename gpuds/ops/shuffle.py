@@ -8,9 +8,13 @@ Algorithm (a two-pass bucket shuffle, after Rao 1961 and Sandelius 1962): pass 1
 sample to one of ``B`` buckets chosen uniformly and independently at random, appending it to that
 bucket's files; pass 2 loads one bucket at a time, permutes it uniformly, and emits the buckets
 in order. Every permutation of the samples is equally likely: the bucket sizes and contents are
-exchangeable, and within a bucket every order is equally likely. ``B`` is the smallest number of
-buckets whose expected size fits the memory budget (``memory_mb``, default 512 MiB), so memory
-holds one bucket (its size varies by a few standard deviations around the mean) plus one block.
+exchangeable, and within a bucket every order is equally likely.
+
+Memory: pass 2 holds one field of one bucket, the bucket's permutation and a gather piece of at
+most ``memory / 16``. ``B`` is the smallest number of buckets whose size, six standard deviations
+above its mean, fits 3/4 of the run's budget (``memory_mb``, a key of the pipeline config).
+Files are read with ``read``/``np.fromfile``, never ``np.memmap``, whose pages would count in the
+process's resident memory until the whole map is dropped.
 """
 
 from __future__ import annotations
@@ -18,46 +22,78 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from gpuds.backend import to_host
-from gpuds.errors import StoreError
+from gpuds.errors import ConfigError, StoreError
 from gpuds.ops.base import Block, Op, Spec, parse_number
 from gpuds.progress import check_cancelled
 
-__all__ = ["DEFAULT_MEMORY_MB", "Shuffle", "ShuffledSource"]
+__all__ = ["BUCKET_SHARE", "Shuffle", "ShuffledSource", "bucket_count"]
 
-DEFAULT_MEMORY_MB = 512.0
+BUCKET_SHARE = 0.75
+"""Share of the memory budget one bucket (plus its permutation) may fill, six standard
+deviations above its expected size; the gather pieces use at most 1/16 more."""
+_MARGIN_SD = 6.0
+_PIECE_MAX = 16 * 2**20
 _INDEX = "__index"
 _SPLIT = "__split"
+
+
+def bucket_count(samples: int, sample_nbytes: int, memory_bytes: float) -> int:
+    """The fewest buckets for which a bucket of ``samples`` spread uniformly, six standard
+    deviations above its expected size, fits ``BUCKET_SHARE * memory_bytes``.
+
+    A bucket's size is Binomial(samples, 1/B): mean ``m = samples / B``, standard deviation under
+    ``sqrt(m)``, so ``m + 6 sqrt(m) <= cap`` (a larger bucket has a chance under 1e-9).
+
+    Examples
+    --------
+    >>> bucket_count(10_000, 49_161, 512 * 2**20)
+    2
+    >>> bucket_count(10, 1, 2**20)
+    1
+    """
+    cap = BUCKET_SHARE * memory_bytes / max(1, sample_nbytes)
+    # Largest mean m with m + 6 sqrt(m) <= cap: sqrt(m) is the positive root of r^2 + 6r - cap.
+    root = (-_MARGIN_SD + math.sqrt(_MARGIN_SD**2 + 4 * cap)) / 2
+    most = max(1.0, root * root)
+    if samples <= most:
+        return 1
+    return max(1, min(samples, math.ceil(samples / most)))
 
 
 class Shuffle(Op):
     """Permute all samples uniformly at random (seeded), keeping the fields aligned.
 
-    Config: ``seed`` (optional; default: the config's seed), ``memory_mb`` (bucket budget,
-    default 512). Temporary buckets need disk space for one copy of the samples reaching it.
+    Config: ``seed`` (optional; default: the config's seed). Its memory comes from the
+    pipeline's ``memory_mb``; temporary buckets need disk space for one copy of the samples
+    reaching it.
     """
 
     name = "shuffle"
-    keys = ("seed", "memory_mb")
+    keys = ("seed",)
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        super().__init__(config)
         where = "op 'shuffle'"
+        if "memory_mb" in config:
+            raise ConfigError(
+                f"{where}: 'memory_mb' is a key of the config itself (the memory budget of the "
+                "whole run), no longer of the shuffle op; move it to the top level"
+            )
+        super().__init__(config)
         if "seed" in config:
             self.seed = int(parse_number(config["seed"], f"{where}: seed", minimum=0))
-        self.memory_mb = parse_number(
-            config.get("memory_mb", DEFAULT_MEMORY_MB), f"{where}: memory_mb", minimum=1e-3
-        )
         self.buckets = 1
+        self.piece_bytes = _PIECE_MAX
 
-    def plan_buckets(self, samples: int, sample_nbytes: int) -> int:
-        """Choose the number of buckets for ``samples`` of ``sample_nbytes`` each."""
-        total = samples * max(1, sample_nbytes)
-        self.buckets = max(1, math.ceil(total / (self.memory_mb * 2**20)))
+    def plan_buckets(self, samples: int, sample_nbytes: int, memory_bytes: float) -> int:
+        """Choose the buckets for ``samples`` of ``sample_nbytes`` each (every column the shuffle
+        stores, plus 8 for the permutation) within ``memory_bytes`` (see :func:`bucket_count`)."""
+        self.buckets = bucket_count(samples, sample_nbytes, memory_bytes)
+        self.piece_bytes = int(max(1, min(_PIECE_MAX, memory_bytes / 16)))
         return self.buckets
 
     def materialize(
@@ -82,31 +118,51 @@ class Shuffle(Op):
             folder.mkdir()
         for block in blocks:
             check_cancelled()
-            columns = {name: to_host(values) for name, values in block.fields.items()}
-            columns[_INDEX] = to_host(block.index)
-            if has_split:
-                columns[_SPLIT] = to_host(block.split)
-            target = rng.integers(0, self.buckets, size=len(block))
-            order = np.argsort(target, kind="stable")
-            bounds = np.searchsorted(target[order], np.arange(self.buckets + 1))
-            for b in np.flatnonzero(np.diff(bounds)).tolist():
-                rows = order[bounds[b] : bounds[b + 1]]
-                for name, values in columns.items():
-                    with open(folders[b] / f"{name}.bin", "ab") as fh:
-                        fh.write(np.ascontiguousarray(values[rows]).tobytes())
+            self._scatter(block, rng, folders, has_split)
+            del block  # before the next block is read: two would be resident otherwise
         sizes = []
         for folder in folders:
             check_cancelled()
-            bucket = {name: _read(folder / f"{name}.bin", *layout[name]) for name in layout}
-            n = len(bucket[_INDEX])
-            perm = rng.permutation(n)
-            for name, values in bucket.items():
-                (folder / f"{name}.bin").write_bytes(np.ascontiguousarray(values[perm]).tobytes())
-            sizes.append(n)
+            sizes.append(self._permute(folder, rng, layout))
         return ShuffledSource(folders, sizes, layout, list(specs), has_split)
 
+    def _scatter(
+        self, block: Block, rng: np.random.Generator, folders: list[Path], has_split: bool
+    ) -> None:
+        """Pass 1 for one block: append each sample to a bucket drawn uniformly at random."""
+        columns = {name: to_host(values) for name, values in block.fields.items()}
+        columns[_INDEX] = to_host(block.index)
+        if has_split:
+            columns[_SPLIT] = to_host(block.split)
+        target = rng.integers(0, self.buckets, size=len(block))
+        order = np.argsort(target, kind="stable")
+        bounds = np.searchsorted(target[order], np.arange(self.buckets + 1))
+        for b in np.flatnonzero(np.diff(bounds)).tolist():
+            rows = order[bounds[b] : bounds[b + 1]]
+            for name, values in columns.items():
+                with open(folders[b] / f"{name}.bin", "ab") as fh:
+                    _write_rows(fh, values, rows, self.piece_bytes)
+
+    def _permute(
+        self,
+        folder: Path,
+        rng: np.random.Generator,
+        layout: dict[str, tuple[np.dtype[Any], tuple[int, ...]]],
+    ) -> int:
+        """Pass 2 for one bucket: rewrite each of its files in one uniform random order."""
+        n = _count(folder / f"{_INDEX}.bin", np.dtype(np.int64), ())
+        perm = rng.permutation(n)
+        for name, (dtype, shape) in layout.items():
+            # One column at a time: the bucket's largest column, not all of them, is in memory.
+            path = folder / f"{name}.bin"
+            values = _read(path, dtype, shape, 0, n)
+            with open(path, "wb") as fh:
+                _write_rows(fh, values, perm, self.piece_bytes)
+            del values
+        return n
+
     def stats(self) -> dict[str, Any]:
-        return {"buckets": self.buckets, "memory_mb": self.memory_mb}
+        return {"buckets": self.buckets}
 
 
 class ShuffledSource:
@@ -131,26 +187,48 @@ class ShuffledSource:
 
     def blocks(self, block_samples: int) -> Iterator[Block]:
         for folder, n in zip(self.folders, self.sizes, strict=True):
-            if n == 0:
-                continue
-            columns = {
-                name: np.memmap(folder / f"{name}.bin", dtype=dtype, mode="r", shape=(n, *shape))
-                for name, (dtype, shape) in self.layout.items()
-            }
             for start in range(0, n, block_samples):
                 stop = min(start + block_samples, n)
                 yield Block(
-                    {name: np.array(columns[name][start:stop]) for name in self.fields},
-                    np.array(columns[_INDEX][start:stop]),
-                    np.array(columns[_SPLIT][start:stop]) if self.has_split else None,
+                    {name: self._rows(folder, name, start, stop) for name in self.fields},
+                    self._rows(folder, _INDEX, start, stop),
+                    self._rows(folder, _SPLIT, start, stop) if self.has_split else None,
                 )
 
+    def _rows(self, folder: Path, name: str, start: int, stop: int) -> np.ndarray:
+        return _read(folder / f"{name}.bin", *self.layout[name], start, stop)
 
-def _read(path: Path, dtype: np.dtype[Any], shape: tuple[int, ...]) -> np.ndarray:
-    if not path.exists():
-        return np.empty((0, *shape), dtype=dtype)
-    data = np.fromfile(path, dtype=dtype)
-    per = int(np.prod(shape, dtype=np.int64)) if shape else 1
-    if per and data.size % per:
+
+def _write_rows(fh: BinaryIO, values: np.ndarray, rows: np.ndarray, piece_bytes: int) -> None:
+    """Append ``values[rows]`` to ``fh``, gathered in pieces of about ``piece_bytes``."""
+    per = max(1, values[:1].nbytes)
+    step = max(1, piece_bytes // per)
+    for start in range(0, len(rows), step):
+        values[rows[start : start + step]].tofile(fh)
+
+
+def _count(path: Path, dtype: np.dtype[Any], shape: tuple[int, ...]) -> int:
+    """Samples in a bucket file (0 when the bucket received none)."""
+    per = math.prod(shape) * dtype.itemsize
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if per and size % per:
         raise StoreError(f"shuffle bucket {path} is damaged (size not a whole number of samples)")
-    return data.reshape((-1, *shape))
+    return size // per if per else 0
+
+
+def _read(
+    path: Path, dtype: np.dtype[Any], shape: tuple[int, ...], start: int, stop: int
+) -> np.ndarray:
+    """Samples ``[start, stop)`` of a bucket file, into fresh (anonymous) memory."""
+    n = stop - start
+    per = math.prod(shape)
+    try:
+        data = np.fromfile(path, dtype=dtype, count=n * per, offset=start * per * dtype.itemsize)
+    except FileNotFoundError:
+        data = np.empty(0, dtype=dtype)
+    if data.size != n * per:
+        raise StoreError(f"shuffle bucket {path} is damaged (expected {n} samples from {start})")
+    return data.reshape((n, *shape))

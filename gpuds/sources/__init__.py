@@ -34,6 +34,8 @@ _SUFFIXES = {
     ".hdf": "hdf5",
     ".zarr": "zarr",
 }
+# A compressed table keeps its inner suffix: t.csv.gz, t.tsv.zst (the CSV reader decompresses).
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zstd")
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 
 
@@ -45,7 +47,10 @@ def detect_format(path: Path) -> str:
         if any((path / marker).exists() for marker in _ZARR_MARKERS):
             return "zarr"
         return "images"
-    fmt = _SUFFIXES.get(path.suffix.lower())
+    suffix = path.suffix.lower()
+    if suffix in _COMPRESSED and Path(path.stem).suffix.lower() in (".csv", ".tsv"):
+        suffix = Path(path.stem).suffix.lower()
+    fmt = _SUFFIXES.get(suffix)
     if fmt is None:
         raise SourceError(
             f"{path}: cannot tell the format from the suffix {path.suffix!r}; "

@@ -26,12 +26,14 @@ from gpuds.store import SUPPORTED_DTYPES
 
 __all__ = [
     "SUPPORTED_DTYPES",
+    "WHITESPACE",
     "FieldSpec",
     "ReadOptions",
     "Source",
     "check_field_name",
     "common_length",
     "native_dtype",
+    "parse_delimiter",
     "parse_size",
     "select_fields",
 ]
@@ -99,6 +101,19 @@ class ReadOptions:
     resample: Literal["nearest", "bilinear", "bicubic", "lanczos"] = "bilinear"
     skip_bad: bool = False
     strict_fields: bool = True
+    frames: Literal["first", "all"] | None = None
+    delimiter: str | None = None
+    skip_rows: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.delimiter is not None:
+            object.__setattr__(self, "delimiter", parse_delimiter(self.delimiter))
+        if self.skip_rows is not None and (
+            isinstance(self.skip_rows, bool)
+            or not isinstance(self.skip_rows, int)
+            or self.skip_rows < 0
+        ):
+            raise ConfigError(f"Expected --skip-rows >= 0, got {self.skip_rows!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +126,9 @@ class ReadOptions:
             "resample": self.resample,
             "skip_bad": self.skip_bad,
             "strict_fields": self.strict_fields,
+            "frames": self.frames,
+            "delimiter": self.delimiter,
+            "skip_rows": self.skip_rows,
         }
 
     @classmethod
@@ -158,8 +176,14 @@ class Source(ABC):
         return {}
 
     def describe(self) -> dict[str, Any]:
-        """Where this source came from, for provenance."""
+        """Where this source came from and what was decided reading it (the store's ``sources``
+        entry); complete after :meth:`blocks` ends."""
         return {"format": self.format, "path": str(self.path)}
+
+    def notes(self) -> list[str]:
+        """One-line messages the user should read (e.g. information lost converting images);
+        complete after :meth:`blocks` ends."""
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook, most readers hold nothing open
         """Release open files."""
@@ -169,6 +193,28 @@ class Source(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+WHITESPACE = "whitespace"
+"""The ``delimiter`` that separates cells by runs of spaces and tabs."""
+
+_DELIMITER_NAMES = {"tab": "\t", "\\t": "\t", "space": " ", WHITESPACE: WHITESPACE}
+
+
+def parse_delimiter(text: str) -> str:
+    r"""One delimiter character, :data:`WHITESPACE`, or the names ``tab`` (also ``\t``) and
+    ``space``; anything else is an error.
+
+    >>> parse_delimiter("tab"), parse_delimiter(r"\t"), parse_delimiter(";")
+    ('\t', '\t', ';')
+    """
+    value = _DELIMITER_NAMES.get(text.lower() if len(text) > 1 else text, text)
+    if value == WHITESPACE or (len(value) == 1 and value not in '"\r\n'):
+        return value
+    raise ConfigError(
+        f"Expected --delimiter to be one character other than a quote or line break, 'tab', "
+        f"'space' or 'whitespace' (runs of spaces and tabs), got {text!r}"
+    )
 
 
 _FORBIDDEN_NAME = re.compile(r"[/\\\x00]")

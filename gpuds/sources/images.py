@@ -24,22 +24,41 @@ file is not read but listed in :meth:`metadata` as ``ignored_files`` (paths rela
 folder, ``/``-separated). Samples are ordered by class folder name, then by file name, both in
 Python string order (case-sensitive, not "natural": ``10.png`` comes before ``2.png``).
 
+Frames
+------
+A file holding several frames (a multi-page TIFF, an animated PNG or WebP, an MPO: a JPEG holding
+several pictures) is refused unless ``frames`` says how to read it; the error names the file, its
+frame count and the choices:
+
+* ``frames="first"``: frame 0 only, one sample per file.
+* ``frames="all"``: one sample per frame, in frame order (every frame of a file in a class folder
+  gets the file's label). Each frame is checked like a file: size, mode, decompression bomb.
+
+Either way such files are listed in :meth:`describe` as ``multi_frame`` (``{"path", "frames"}``).
+
 Pixels
 ------
 Every image is converted to ``mode`` (``RGB``: C=3, ``RGBA``: C=4, ``L``: C=1):
 
 * Palette images (``P``, ``PA``) are expanded through ``RGBA`` first, so their transparency is
   kept when converting to ``RGBA``.
-* 16-bit grayscale (``I;16`` and its byte orders) is brought to 8 bits by keeping the high byte
-  (``value >> 8``), then converted like ``L``.
+* 16-bit samples are brought to 8 bits by keeping the high byte (``value >> 8``): gpuds does it
+  for 16-bit grayscale (``I;16`` and its byte orders, then converted like ``L``), Pillow does it
+  while decoding 16-bit RGB, RGBA and LA files.
 * 32-bit integer (``I``) and floating point (``F``) images are refused: their range is unknown;
   convert them to 8-bit first.
 * Otherwise Pillow's ``Image.convert`` applies: ``RGB``/``RGBA`` to ``L`` uses the ITU-R 601-2
   luma ``L = R*299/1000 + G*587/1000 + B*114/1000``; to ``RGB`` an alpha channel is dropped
   (colours as stored, not composited); to ``RGBA`` the added alpha is 255.
-* Only the first frame of a multi-frame file (multi-page TIFF, animated PNG/WebP, MPO) is read;
-  such files are listed in :meth:`metadata` as ``multi_frame``.
 * EXIF orientation is not applied: pixels are stored as encoded in the file.
+
+Every conversion is counted by the mode the file was in (``P with transparency``, ``RGB
+(16-bit)``, ...) and listed in :meth:`describe` as ``conversions`` (``{"from", "to", "images",
+"drops", "first"}``). ``drops`` names what the conversion loses: ``alpha``, ``transparency`` (a
+transparent colour or palette entry), ``colour`` (to ``L``), ``16-bit precision``, ``K channel``
+(CMYK); it is empty for lossless ones (``L`` or ``1`` to ``RGB``, ``RGB`` to ``RGBA``, ``P``
+without transparency, ``YCbCr``). When any conversion drops something, :meth:`notes` has one line
+with the counts.
 
 Sizes
 -----
@@ -63,18 +82,23 @@ Bad files
 A file that cannot be identified or decoded, is truncated (the whole pixel data is loaded, and
 gpuds never sets ``ImageFile.LOAD_TRUNCATED_IMAGES``), has an unsupported mode, or exceeds
 Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``, kept on) is an error naming the
-file and the reason. With ``skip_bad`` it is skipped instead and listed in :meth:`metadata` as
-``skipped`` (``{"path", "error"}``); :attr:`ImageFolderSource.length` counts the files whose header
-was read, an upper bound, and blocks are shorter by the files that fail to decode. If no file can
-be read, that is an error even with ``skip_bad``.
+file and the reason. A file whose signature is one of the allowed formats' but whose header that
+format's Pillow decoder refuses (a TIFF of 64-bit floats, say) gets that decoder's own message,
+not "cannot identify". With ``skip_bad`` a bad file (or frame) is skipped instead and listed in
+:meth:`metadata` as ``skipped`` (``{"path", "error"}``, plus ``"frame"`` with ``frames="all"``);
+:attr:`ImageFolderSource.length` counts the samples whose header was read, an upper bound, and
+blocks are shorter by the ones that fail to decode. If no file can be read, that is an error even
+with ``skip_bad``. A multi-frame file is not a bad file: ``skip_bad`` does not skip it.
 
 The files of one block are decoded by a thread pool (Pillow releases the GIL while decoding and
-resizing); the order is kept and memory holds one block.
+resizing), the frames of one file in order by one thread; the order is kept and memory holds one
+block.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -83,12 +107,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, TiffImagePlugin
 
 from gpuds.errors import ConfigError, SourceError
 from gpuds.sources.base import FieldSpec, ReadOptions, Source, select_fields
 
-__all__ = ["IMAGE_SUFFIXES", "MODES", "ImageFolderSource"]
+__all__ = ["FRAMES", "IMAGE_SUFFIXES", "MODES", "ImageFolderSource"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 """Suffixes (lower case) of the files read as images."""
@@ -96,9 +120,19 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".
 MODES = {"RGB": 3, "RGBA": 4, "L": 1}
 """Pixel modes images can be converted to, with their number of channels."""
 
+FRAMES = ("first", "all")
+"""How multi-frame files may be read (``frames``); None refuses them."""
+
 # The only Pillow decoders allowed to run on the input, whatever the file suffix claims (the
 # JPEG decoder also opens MPO, the multi-picture JPEG of phone cameras).
 _PILLOW_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP")
+_FORMAT_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "TIFF": "TIFF", "BMP": "BMP", "WEBP": "WebP"}
+_MULTI_FRAME = {
+    "TIFF": "a multi-page TIFF",
+    "PNG": "an animated PNG",
+    "WEBP": "an animated WebP",
+    "MPO": "an MPO (a JPEG holding several pictures)",
+}
 
 _RESAMPLE = {
     "nearest": Image.Resampling.NEAREST,
@@ -109,6 +143,12 @@ _RESAMPLE = {
 _FITS = ("stretch", "crop", "pad")
 # Modes Image.convert handles (after the palette and 16-bit special cases below).
 _CONVERTIBLE = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr"})
+_ALPHA_MODES = frozenset({"LA", "PA", "RGBA"})
+_GRAY_MODES = frozenset({"1", "L", "LA", "I;16"})
+# Raw layouts in which Pillow decodes 16 bits per channel into 8 (keeping the high byte). Not
+# BMP's "BGR;16", which packs a whole 5-6-5 pixel into 16 bits.
+_RAW_16_BIT = re.compile(r"(?:L|LA|RGB|RGBA|RGBX|CMYK);16[BLN]?")
+_TIFF_SAMPLE_FORMATS = {1: "unsigned integer", 2: "signed integer", 3: "floating point"}
 
 _LAYOUTS_HINT = (
     "expected either a folder holding only class subfolders of images (root/cat/1.png, "
@@ -125,6 +165,19 @@ class _Entry:
     rel: str
     label: int
     size: tuple[int, int]  # (width, height), as Pillow reports it
+    frame: int | None = None  # the frame read, when one sample per frame is made
+
+    @property
+    def name(self) -> str:
+        return self.rel if self.frame is None else f"{self.rel} (frame {self.frame})"
+
+
+@dataclass(frozen=True)
+class _Conversion:
+    """How one image reached the target mode: the mode it was in and what was lost."""
+
+    source: str
+    drops: tuple[str, ...]
 
 
 class ImageFolderSource(Source):
@@ -135,7 +188,8 @@ class ImageFolderSource(Source):
     path
         The folder.
     options
-        ``mode``, ``resize``, ``fit``, ``resample``, ``skip_bad`` and ``fields`` apply.
+        ``mode``, ``resize``, ``fit``, ``resample``, ``frames``, ``skip_bad`` and ``fields``
+        apply.
 
     Examples
     --------
@@ -154,9 +208,11 @@ class ImageFolderSource(Source):
             raise SourceError(f"{path}: not a folder; {_LAYOUTS_HINT}")
         self._classes: list[str] | None = None
         self._ignored: list[str] = []
-        self._scan_skipped: list[dict[str, str]] = []
-        self._decode_skipped: list[dict[str, str]] = []
-        self._multi_frame: list[str] = []
+        self._scan_skipped: list[dict[str, Any]] = []
+        self._decode_skipped: list[dict[str, Any]] = []
+        self._multi_frame: list[dict[str, Any]] = []
+        self._conversions: dict[_Conversion, dict[str, Any]] = {}
+        self._decoded = 0
         candidates = self._find_files()
         self._entries = self._scan_headers(candidates)
         self._candidates = len(candidates)
@@ -184,9 +240,10 @@ class ImageFolderSource(Source):
 
     def blocks(self, max_samples: int) -> Iterator[dict[str, np.ndarray]]:
         self._decode_skipped = []
+        self._conversions = {}
+        self._decoded = 0
         if not self._selected:
             return
-        yielded = 0
         workers = max(1, min(max_samples, os.cpu_count() or 1))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for start in range(0, len(self._entries), max_samples):
@@ -194,11 +251,19 @@ class ImageFolderSource(Source):
                 images = np.empty(
                     (len(entries), self._height, self._width, self._channels), dtype=np.uint8
                 )
-                errors = list(pool.map(self._decode_into, entries, images))
-                keep = [i for i, error in enumerate(errors) if error is None]
-                for entry, error in zip(entries, errors, strict=True):
-                    if error is not None:
-                        self._bad(entry.rel, error)
+                runs = _runs(entries)
+                results = pool.map(
+                    self._decode_run, [entries[r] for r in runs], [images[r] for r in runs]
+                )
+                outcomes = [outcome for run in results for outcome in run]
+                keep = []
+                for i, (entry, outcome) in enumerate(zip(entries, outcomes, strict=True)):
+                    if isinstance(outcome, str):
+                        self._bad(entry, outcome)
+                        continue
+                    keep.append(i)
+                    if outcome is not None:
+                        self._count(outcome, entry)
                 if not keep:
                     continue
                 block: dict[str, np.ndarray] = {}
@@ -207,9 +272,9 @@ class ImageFolderSource(Source):
                         block[name] = images if len(keep) == len(entries) else images[keep]
                     else:
                         block[name] = np.array([entries[i].label for i in keep], dtype=np.int64)
-                yielded += len(keep)
+                self._decoded += len(keep)
                 yield block
-        if yielded == 0:
+        if self._decoded == 0:
             raise SourceError(
                 f"{self.path}: none of the {self._candidates} image files could be read"
             )
@@ -220,7 +285,6 @@ class ImageFolderSource(Source):
             meta["classes"] = list(self._classes)
         meta["ignored_files"] = list(self._ignored)
         meta["skipped"] = [dict(s) for s in self._scan_skipped + self._decode_skipped]
-        meta["multi_frame"] = list(self._multi_frame)
         return meta
 
     def describe(self) -> dict[str, Any]:
@@ -229,7 +293,27 @@ class ImageFolderSource(Source):
             "path": str(self.path),
             "layout": "flat" if self._classes is None else "classes",
             "files": self._candidates,
+            "multi_frame": [dict(m) for m in self._multi_frame],
+            "conversions": [
+                {**c, "drops": list(c["drops"])}
+                for c in sorted(self._conversions.values(), key=lambda c: c["from"])
+            ],
         }
+
+    def notes(self) -> list[str]:
+        lossy = [c for c in self.describe()["conversions"] if c["drops"]]
+        if not lossy:
+            return []
+        count = sum(c["images"] for c in lossy)
+        parts = ", ".join(f"{c['images']} {c['from']} ({', '.join(c['drops'])})" for c in lossy)
+        keep_alpha = self.options.mode != "RGBA" and any(
+            d in ("alpha", "transparency") for c in lossy for d in c["drops"]
+        )
+        hint = "; --mode RGBA keeps alpha" if keep_alpha else ""
+        return [
+            f"{self.path}: {count} of {self._decoded} images lost information converting to "
+            f"{self.options.mode}: {parts}{hint}; see 'conversions' in the store's sources"
+        ]
 
     def _find_files(self) -> list[tuple[str, int]]:
         """Relative paths and labels of the candidate image files, in sample order."""
@@ -264,19 +348,34 @@ class ImageFolderSource(Source):
 
     def _scan_headers(self, candidates: list[tuple[str, int]]) -> list[_Entry]:
         entries = []
+        every_frame = self.options.frames == "all"
+        first_multi: tuple[str, int, str] | None = None
         with warnings.catch_warnings():
             # The header scan runs on this thread alone, so the warning filter is safe here; it
             # makes Pillow's decompression-bomb warning an error for that file.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             for rel, label in candidates:
                 try:
-                    size, frames = _read_header(self.path / rel)
+                    fmt, frames, sizes = _read_header(self.path / rel, every_frame)
                 except _BadImage as e:
-                    self._bad(rel, str(e), at_scan=True)
+                    self._bad(_Entry(rel, label, (0, 0)), str(e), at_scan=True)
                     continue
                 if frames > 1:
-                    self._multi_frame.append(rel)
-                entries.append(_Entry(rel, label, size))
+                    self._multi_frame.append({"path": rel, "frames": frames})
+                    first_multi = first_multi or (rel, frames, fmt)
+                if every_frame and frames > 1:
+                    entries += [_Entry(rel, label, size, i) for i, size in enumerate(sizes)]
+                else:
+                    entries.append(_Entry(rel, label, sizes[0]))
+        if first_multi is not None and self.options.frames is None:
+            rel, frames, fmt = first_multi
+            others = len(self._multi_frame) - 1
+            more = f" ({others} more file(s) hold several frames)" if others else ""
+            raise SourceError(
+                f"{self.path / rel}: {_MULTI_FRAME.get(fmt, 'a file')} with {frames} frames"
+                f"{more}; pass --frames first to read frame 0 of each multi-frame file, or "
+                "--frames all to make one sample per frame"
+            )
         if not entries:
             raise SourceError(
                 f"{self.path}: none of the {len(candidates)} image files could be read "
@@ -291,45 +390,74 @@ class ImageFolderSource(Source):
         other = next((e for e in self._entries if e.size != first.size), None)
         if other is not None:
             raise SourceError(
-                f"{self.path}: images differ in size: {first.rel} is {_hxw(first.size)} and "
-                f"{other.rel} is {_hxw(other.size)} (HxW); pass --resize HxW "
+                f"{self.path}: images differ in size: {first.name} is {_hxw(first.size)} and "
+                f"{other.name} is {_hxw(other.size)} (HxW); pass --resize HxW "
                 "(with --fit stretch|crop|pad) to bring them to one size"
             )
         width, height = first.size
         return height, width
 
-    def _bad(self, rel: str, error: str, *, at_scan: bool = False) -> None:
+    def _bad(self, entry: _Entry, error: str, *, at_scan: bool = False) -> None:
         if not self.options.skip_bad:
             raise SourceError(
-                f"{self.path / rel}: cannot read the image ({error}); fix or remove the file, "
-                "or pass --skip-bad to skip bad files"
+                f"{self.path / entry.name}: cannot read the image: {error}; fix or remove the "
+                "file, or pass --skip-bad to skip bad files"
             )
-        (self._scan_skipped if at_scan else self._decode_skipped).append(
-            {"path": rel, "error": error}
-        )
+        record: dict[str, Any] = {"path": entry.rel, "error": error}
+        if entry.frame is not None:
+            record["frame"] = entry.frame
+        (self._scan_skipped if at_scan else self._decode_skipped).append(record)
 
-    def _decode_into(self, entry: _Entry, out: np.ndarray) -> str | None:
-        """Decode ``entry`` into ``out`` (H, W, C); return the reason it failed, or None."""
+    def _count(self, conversion: _Conversion, entry: _Entry) -> None:
+        record = self._conversions.setdefault(
+            conversion,
+            {
+                "from": conversion.source,
+                "to": self.options.mode,
+                "images": 0,
+                "drops": list(conversion.drops),
+                "first": entry.name,
+            },
+        )
+        record["images"] += 1
+
+    def _decode_run(self, entries: list[_Entry], out: np.ndarray) -> list[str | _Conversion | None]:
+        """Decode consecutive samples of one file into ``out`` (N, H, W, C), opening it once.
+
+        One outcome per sample: the reason it failed, or how it was converted (None: as is).
+        """
         try:
-            with _open(self.path / entry.rel) as image:
-                # The scan checked this size against the bomb limit; a file that changed since
-                # must not be decoded unchecked.
-                if image.size != entry.size:
-                    raise _BadImage(
-                        f"its size changed since the folder was scanned ({_hxw(entry.size)} -> "
-                        f"{_hxw(image.size)})"
-                    )
-                _check_mode(image.mode)
-                image.load()
-                pixels = _convert(image, self.options.mode)
-                if self.options.resize is not None:
-                    pixels = _fit(pixels, self.options.resize, self.options.fit, self._resample)
-                out[...] = np.asarray(pixels).reshape(out.shape)
+            image = _open(self.path / entries[0].rel)
+        except _BadImage as e:
+            return [str(e)] * len(entries)
+        with image:
+            return [self._decode_frame(image, e, o) for e, o in zip(entries, out, strict=True)]
+
+    def _decode_frame(
+        self, image: Image.Image, entry: _Entry, out: np.ndarray
+    ) -> str | _Conversion | None:
+        try:
+            if entry.frame is not None:
+                image.seek(entry.frame)
+            # The scan checked this size against the bomb limit; a file that changed since
+            # must not be decoded unchecked.
+            if image.size != entry.size:
+                raise _BadImage(
+                    f"its size changed since the folder was scanned ({_hxw(entry.size)} -> "
+                    f"{_hxw(image.size)})"
+                )
+            _check_mode(image.mode)
+            conversion = _conversion(image, self.options.mode)  # before load() drops the tile
+            image.load()
+            pixels = _convert(image, self.options.mode)
+            if self.options.resize is not None:
+                pixels = _fit(pixels, self.options.resize, self.options.fit, self._resample)
+            out[...] = np.asarray(pixels).reshape(out.shape)
         except _BadImage as e:
             return str(e)
         except Exception as e:  # Pillow raises many exception types on corrupt data
             return _reason(e)
-        return None
+        return conversion
 
 
 def _parse_mode(mode: str) -> int:
@@ -344,6 +472,11 @@ def _parse_options(options: ReadOptions) -> Image.Resampling:
     if options.resample not in _RESAMPLE:
         raise ConfigError(
             f"Expected a resampling filter in {', '.join(_RESAMPLE)}, got {options.resample!r}"
+        )
+    if options.frames is not None and options.frames not in FRAMES:
+        raise ConfigError(
+            f"Expected frames in {', '.join(FRAMES)} (or None to refuse multi-frame files), "
+            f"got {options.frames!r}"
         )
     if options.resize is not None:
         height, width = options.resize
@@ -369,11 +502,22 @@ def _list_folder(folder: Path) -> tuple[list[str], list[str], list[str]]:
     return folders, images, others
 
 
+def _runs(entries: list[_Entry]) -> list[slice]:
+    """Slices of ``entries`` holding consecutive samples of one file (frames of one file)."""
+    runs = []
+    start = 0
+    for i in range(1, len(entries) + 1):
+        if i == len(entries) or entries[i].rel != entries[start].rel:
+            runs.append(slice(start, i))
+            start = i
+    return runs
+
+
 def _open(path: Path) -> Image.Image:
     try:
         return Image.open(path, formats=_PILLOW_FORMATS)
     except Image.UnidentifiedImageError as e:
-        raise _BadImage("not a PNG, JPEG, TIFF, BMP or WebP image Pillow can identify") from e
+        raise _BadImage(_unidentified(path)) from e
     except Image.DecompressionBombWarning as e:
         raise _BadImage(f"{e}; refused as a possible decompression bomb") from e
     except Image.DecompressionBombError as e:
@@ -382,16 +526,79 @@ def _open(path: Path) -> Image.Image:
         raise _BadImage(_reason(e)) from e
 
 
-def _read_header(path: Path) -> tuple[tuple[int, int], int]:
-    """The (width, height) and number of frames of ``path``, reading its header only."""
+def _unidentified(path: Path) -> str:
+    """Why Pillow could not open ``path``: the refusal of the allowed decoder whose signature
+    the file carries (as ``Image.open`` tried it), else that no allowed format matches."""
+    try:
+        with open(path, "rb") as fh:
+            prefix = fh.read(16)  # as much as Image.open gives the signature checks
+        for fmt in _PILLOW_FORMATS:
+            factory, accept = Image.OPEN[fmt]
+            verdict = accept(prefix) if accept is not None else True
+            if isinstance(verdict, str):  # Pillow's own reason, e.g. a codec not built in
+                return verdict
+            if not verdict:
+                continue
+            try:
+                with open(path, "rb") as fh:
+                    factory(fh, str(path))
+            except Exception as e:
+                detail = _tiff_samples(path) if fmt == "TIFF" else ""
+                message = str(e) if isinstance(e, SyntaxError) else _reason(e)
+                return f"Pillow's {_FORMAT_NAMES[fmt]} decoder refused it: {message}{detail}"
+    except OSError as e:
+        return e.strerror or str(e)
+    return "not a PNG, JPEG, TIFF, BMP or WebP image Pillow can identify"
+
+
+def _tiff_samples(path: Path) -> str:
+    """`` (pixels of N samples of B-bit KIND)`` from a TIFF's first directory, or ``""``."""
+    try:
+        with open(path, "rb") as fh:
+            directory = TiffImagePlugin.ImageFileDirectory_v2(fh.read(8))
+            fh.seek(directory.next)
+            directory.load(fh)
+        bits = directory.get(258, (1,))
+        kind = _TIFF_SAMPLE_FORMATS.get(directory.get(339, (1,))[0], "unknown format")
+        samples = int(directory.get(277, 1))
+        noun = "sample" if samples == 1 else "samples"
+        return f" (pixels of {samples} {noun} of {int(bits[0])}-bit {kind})"
+    except Exception:  # a detail only: the decoder's refusal above is the reason
+        return ""
+
+
+def _read_header(path: Path, every_frame: bool) -> tuple[str, int, list[tuple[int, int]]]:
+    """The format, the number of frames and the (width, height) of frame 0 (of every frame
+    when ``every_frame``) of ``path``, reading headers only."""
     with _open(path) as image:
         _check_mode(image.mode)
         try:
             # Counting TIFF pages parses every page header, which may be corrupt.
             frames = int(getattr(image, "n_frames", 1))
+            sizes = [image.size]
+            if every_frame:
+                for index in range(1, frames):
+                    image.seek(index)
+                    _check_frame(image, index)
+                    sizes.append(image.size)
+        except _BadImage:
+            raise
         except Exception as e:
             raise _BadImage(_reason(e)) from e
-        return image.size, frames
+        return image.format or "", frames, sizes
+
+
+def _check_frame(image: Image.Image, index: int) -> None:
+    """Checks ``Image.open`` makes on frame 0 only: the bomb limit (as an error, like the scan
+    makes its warning) and the mode."""
+    width, height = image.size
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit is not None and width * height > limit:
+        raise _BadImage(
+            f"frame {index} has {width * height} pixels, over the limit of {limit}; refused as "
+            "a possible decompression bomb"
+        )
+    _check_mode(image.mode)
 
 
 def _check_mode(mode: str) -> None:
@@ -403,6 +610,42 @@ def _check_mode(mode: str) -> None:
         )
     if mode not in _CONVERTIBLE and not mode.startswith("I;16"):
         raise _BadImage(f"Pillow mode {mode} is not supported; convert the file to RGB or L")
+
+
+def _conversion(image: Image.Image, target: str) -> _Conversion | None:
+    """What converting ``image`` (opened, not yet loaded) to ``target`` does; None when the
+    file is already in ``target`` and nothing is lost."""
+    mode = "I;16" if image.mode.startswith("I;16") else image.mode
+    deep = mode == "I;16" or any(
+        isinstance(raw := _raw_mode(tile), str) and _RAW_16_BIT.fullmatch(raw)
+        for tile in getattr(image, "tile", [])
+    )
+    transparent = "transparency" in image.info and mode not in _ALPHA_MODES
+    source = f"{mode} (16-bit)" if deep and mode != "I;16" else mode
+    source += " with transparency" if transparent else ""
+    drops = []
+    if deep:
+        drops.append("16-bit precision")
+    if mode in _ALPHA_MODES and target != "RGBA":
+        drops.append("alpha")
+    # gpuds rebuilds I;16 images from their high bytes, which leaves the transparent value out.
+    if transparent and (target != "RGBA" or mode == "I;16"):
+        drops.append("transparency")
+    if target == "L" and mode not in _GRAY_MODES:
+        drops.append("colour")
+    if mode == "CMYK":
+        drops.append("K channel")
+    if source == target and not drops:
+        return None
+    return _Conversion(source, tuple(drops))
+
+
+def _raw_mode(tile: Any) -> str | None:
+    """The raw pixel layout a Pillow tile decodes (``RGB;16B``...), when it names one."""
+    args = tile[3]
+    if isinstance(args, tuple) and args:
+        args = args[0]
+    return args if isinstance(args, str) else None
 
 
 def _convert(image: Image.Image, mode: str) -> Image.Image:

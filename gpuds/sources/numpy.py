@@ -1,14 +1,18 @@
 """NumPy ``.npy`` (memory-mapped) and ``.npz`` (one field per member) files.
 
-Nothing is ever unpickled: object arrays are refused. ``.npz`` members are streamed straight out
-of the zip archive, and a member whose header declares more bytes than the archive says it holds
-is refused before anything is allocated.
+Nothing is ever unpickled: gpuds reads the ``.npy`` header itself (with NumPy's header parser)
+and checks it before any data is mapped or allocated. A file without the NumPy magic, a header
+NumPy would not read, an array of Python objects (stored pickled), and data shorter or longer than
+the header declares are refused with a message that says which.
 """
 
 from __future__ import annotations
 
+import io
+import math
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,8 +31,107 @@ from gpuds.sources.base import (
 
 __all__ = ["NpySource", "NpzSource"]
 
+_MAGIC = b"\x93NUMPY"
+_ZIP_MAGIC = b"PK\x03\x04"
+# NumPy's own limit (np.lib.format's max_header_size): headers it writes are far smaller.
+_MAX_HEADER = 10_000
+
+
+@dataclass(frozen=True)
+class _Header:
+    """What a ``.npy`` header declares, and where its data starts."""
+
+    shape: tuple[int, ...]
+    fortran: bool
+    dtype: np.dtype[Any]
+    offset: int
+
+    @property
+    def data_nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize  # Python ints: no overflow
+
+
+def _read_header(fh: IO[bytes], size: int, where: str, what: str) -> _Header:
+    """Read and check the header of the ``.npy`` data in ``fh`` (``size`` bytes in all).
+
+    ``what`` names the container in messages (``file`` or ``archive member``).
+    """
+    start = fh.read(len(_MAGIC) + 2)
+    if start[: len(_MAGIC)] != _MAGIC:
+        if not start:
+            raise SourceError(f"{where}: not a .npy {what}: it is empty")
+        if what != "file":
+            hint = "the archive was not written by numpy.savez"
+        elif start[:4] == _ZIP_MAGIC:
+            hint = "it is a zip archive: if it is a .npz, pass --format npz"
+        else:
+            hint = "write it with numpy.save, or pass --format with the format it is in"
+        raise SourceError(
+            f"{where}: not a .npy {what}: no NumPy magic (it starts with {start!r}); {hint}"
+        )
+    if len(start) < len(_MAGIC) + 2:
+        raise SourceError(f"{where}: truncated: the {what} ends inside the .npy header")
+    version = (start[-2], start[-1])
+    if version not in ((1, 0), (2, 0), (3, 0)):
+        raise SourceError(
+            f"{where}: not a readable .npy {what}: format version {version[0]}.{version[1]} is "
+            "unknown (NumPy writes 1.0, 2.0 and 3.0)"
+        )
+    length_size = 2 if version == (1, 0) else 4
+    length_field = fh.read(length_size)
+    if len(length_field) < length_size:
+        raise SourceError(f"{where}: truncated: the {what} ends inside its .npy header")
+    declared = int.from_bytes(length_field, "little")
+    if declared > _MAX_HEADER:
+        raise SourceError(
+            f"{where}: not a readable .npy {what}: its header claims {declared} bytes, more than "
+            f"NumPy reads ({_MAX_HEADER}); the {what} is corrupt or crafted"
+        )
+    header = fh.read(declared)
+    if len(header) < declared:
+        raise SourceError(
+            f"{where}: truncated: the {what} ends inside its .npy header ({len(header)} of "
+            f"{declared} header bytes)"
+        )
+    parse = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    try:
+        shape, fortran, dtype = parse(io.BytesIO(length_field + header))
+    except ValueError as e:
+        raise SourceError(f"{where}: not a readable .npy {what}: bad header ({e})") from e
+    parsed = _Header(
+        tuple(int(s) for s in shape),
+        bool(fortran),
+        np.dtype(dtype),
+        len(start) + len(length_field) + declared,
+    )
+    if any(s < 0 for s in parsed.shape):
+        raise SourceError(f"{where}: not a readable .npy {what}: negative shape {parsed.shape}")
+    _check_dtype(parsed.dtype, where)
+    _check_shape(parsed.shape, where)
+    actual = size - parsed.offset
+    if actual < parsed.data_nbytes:
+        raise SourceError(
+            f"{where}: truncated: header declares {parsed.data_nbytes} bytes of data, {what} has "
+            f"{actual}; the {what} is incomplete (an interrupted copy?), corrupt or crafted"
+        )
+    if actual > parsed.data_nbytes:
+        raise SourceError(
+            f"{where}: header declares {parsed.data_nbytes} bytes of data, {what} has {actual}; "
+            f"the {what} is corrupt or crafted (re-save it with numpy.save)"
+        )
+    return parsed
+
 
 def _check_dtype(dtype: np.dtype[Any], where: str) -> None:
+    if dtype.hasobject:
+        raise SourceError(
+            f"{where}: holds Python objects (dtype {dtype}), which NumPy stores pickled; gpuds "
+            "never unpickles input (unpickling can run any code): save a numeric array instead"
+        )
     if native_dtype(dtype) is None:
         raise SourceError(
             f"{where}: dtype {dtype} is not supported (only bool, integer, float up to 64 bit "
@@ -49,21 +152,27 @@ class NpySource(Source):
     def __init__(self, path: Path, options: ReadOptions) -> None:
         super().__init__(path, options)
         try:
-            self._array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except ValueError as e:
-            raise SourceError(f"{path}: not a readable .npy array ({e})") from e
+            with open(path, "rb") as fh:
+                header = _read_header(fh, path.stat().st_size, str(path), "file")
+            if header.data_nbytes == 0:
+                self._array: np.ndarray = np.empty(header.shape, dtype=header.dtype)
+            else:
+                self._array = np.memmap(
+                    path,
+                    dtype=header.dtype,
+                    mode="r",
+                    offset=header.offset,
+                    shape=header.shape,
+                    order="F" if header.fortran else "C",
+                )
         except OSError as e:
             raise SourceError(f"{path}: cannot read ({e.strerror or e})") from e
-        if not isinstance(self._array, np.ndarray):
-            raise SourceError(f"{path}: expected a .npy array, found an archive; use --format npz")
-        _check_dtype(self._array.dtype, str(path))
-        _check_shape(self._array.shape, str(path))
         name = check_field_name(path.stem, str(path))
         self._selected = bool(
             select_fields([name], options.fields, str(path), strict=options.strict_fields)
         )
         native = native_dtype(self._array.dtype)
-        assert native is not None, "checked by _check_dtype"
+        assert native is not None, "checked by _read_header"
         self._spec = FieldSpec(name, native, tuple(self._array.shape[1:]))
 
     @property
@@ -95,33 +204,14 @@ class _Member:
         self.info = info
         self.where = where
         with archive.open(info) as fh:
-            self.shape, self.fortran, self.dtype = self._read_header(fh)
-            self.header_size = fh.tell()
-        _check_dtype(self.dtype, where)
+            header = _read_header(fh, info.file_size, where, "archive member")
+        self.shape, self.fortran, self.dtype = header.shape, header.fortran, header.dtype
+        self.header_size = header.offset
         native = native_dtype(self.dtype)
-        assert native is not None, "checked by _check_dtype"
+        assert native is not None, "checked by _read_header"
         self.native = native
-        _check_shape(self.shape, where)
         if self.fortran and len(self.shape) > 1:
             raise SourceError(f"{where}: Fortran-ordered arrays are not supported; save C-ordered")
-        declared = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
-        actual = info.file_size - self.header_size
-        if declared != actual:
-            raise SourceError(
-                f"{where}: header declares {declared} bytes of data but the archive holds "
-                f"{actual}; the file is corrupt or crafted"
-            )
-
-    def _read_header(self, fh: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype[Any]]:
-        try:
-            version = np.lib.format.read_magic(fh)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        except ValueError as e:
-            raise SourceError(f"{self.where}: not a valid .npy member ({e})") from e
-        return tuple(int(s) for s in shape), bool(fortran), np.dtype(dtype)
 
 
 class NpzSource(Source):

@@ -43,14 +43,19 @@ column (and the first bad data row, counted from 1 after the header).
 
 CSV specifics:
 
-- Delimiter: ``.tsv`` files use a tab; otherwise the first line (quoted parts removed) is searched
-  for ``,``, ``;`` and tab, and the most frequent wins (a tie or none at all means ``,``).
-- Header: ``ReadOptions.header`` True/False forces it; None guesses from the first row: it is a
-  header unless one of its cells is a number. Header names are stripped of surrounding whitespace;
-  an empty, duplicate or invalid name is an error suggesting ``--no-header`` or a fixed header
-  (an empty or invalid name only when that column is selected, so ``--fields`` can leave out,
-  e.g., the unnamed index column that ``pandas.DataFrame.to_csv`` writes). Without a header the
-  columns are named ``col0``, ``col1``, ...
+- Layout (:mod:`gpuds.sources.delimited`, rules in docs/ingest.md): gzip, bz2, xz and zstd files
+  are decompressed (recognised by their magic bytes); ``ReadOptions.delimiter``, ``skip_rows``
+  and ``header`` are used as given, and whatever is not given is decided from the first 64 KiB
+  of text: the delimiter by ``csv.Sniffer`` among ``,`` ``;`` tab (``.tsv``: tab), else runs of
+  whitespace when they split every line alike; the header is the first row unless it holds a
+  number; a first row that holds numbers but does not fit the rows below it (text above numeric
+  columns, another number of cells) is metadata and skipped; a column that stays numeric except
+  for its first cells is an error naming them. ``describe()`` records what was decided and why.
+- Header names are stripped of surrounding whitespace; an empty, duplicate or invalid name is an
+  error suggesting ``--no-header`` or a fixed header (an empty or invalid name only when that
+  column is selected, so ``--fields`` can leave out, e.g., the unnamed index column that
+  ``pandas.DataFrame.to_csv`` writes). Without a header the columns are named ``col0``, ``col1``,
+  ...
 - Missing values: an empty cell and pyarrow's default null spellings (``NA``, ``N/A``, ``NaN``,
   ``null``, ``NULL``, ``nan``, ``#N/A``, ...) are missing in every column, text columns included.
 - Types: pyarrow infers each column's type from the first block (:data:`CSV_BLOCK_SIZE` bytes).
@@ -58,8 +63,9 @@ CSV specifics:
   string; any other type → string) and starts again, until the whole file converts. Values that
   cannot be stored (a timestamp beyond the nanosecond range, an unsigned label above 2**63 - 1)
   are found in pass 1 too.
-- Quoted values may span lines. A row with the wrong number of cells is an error naming its line.
-  The file must be UTF-8 (a leading byte-order mark is ignored).
+- Quoted values may span lines (not in whitespace-separated files). A row with the wrong number
+  of cells is an error naming its line. The file must be UTF-8 (a leading byte-order mark is
+  ignored).
 
 Parquet specifics: the file's own column types are used (dictionary-encoded text, e.g. pandas
 categoricals, becomes a category field). Page checksums are verified where the writer stored
@@ -70,7 +76,7 @@ lists them under ``ignored_columns``.
 
 from __future__ import annotations
 
-import csv
+import lzma
 import re
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -85,7 +91,15 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from gpuds.errors import SourceError
-from gpuds.sources.base import FieldSpec, ReadOptions, Source, check_field_name, select_fields
+from gpuds.sources.base import (
+    WHITESPACE,
+    FieldSpec,
+    ReadOptions,
+    Source,
+    check_field_name,
+    select_fields,
+)
+from gpuds.sources.delimited import damaged, decide_layout, open_data, open_rows, read_ragged
 
 __all__ = [
     "CSV_BLOCK_SIZE",
@@ -107,11 +121,7 @@ MAX_VOCABULARY = 1_000_000
 
 EPOCH = "1970-01-01T00:00:00"
 LABEL_FIELD = "labels"
-_SNIFF_BYTES = 1 << 16
-_DELIMITERS = (",", ";", "\t")
-_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 _INTEGER = re.compile(r"\s*[+-]?\d+\s*")
-_QUOTED = re.compile(r'"[^"]*"')
 _CONVERSION = re.compile(
     r"In CSV column #(\d+): .*?CSV conversion error to \S+?: invalid value '(.*)'", re.DOTALL
 )
@@ -417,24 +427,32 @@ class TableSource(Source):
         return meta
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "rows": self._rows}
+        """Provenance plus the fields by kind (``numeric``, ``category``, ``label``, ``mask``)."""
+        kinds: dict[str, list[str]] = {}
+        for spec in self.fields:
+            kinds.setdefault(spec.kind, []).append(spec.name)
+        return {**super().describe(), "rows": self._rows, "kinds": kinds}
 
 
 class CsvSource(TableSource):
-    """A CSV (or TSV) file: one field per column, see the module documentation for the rules.
+    """A CSV (or TSV, or whitespace-separated) file, plain or compressed: one field per column,
+    see the module documentation for the rules. :attr:`layout` says how the file was read.
 
     Parameters
     ----------
     path
-        The ``.csv`` / ``.tsv`` file (UTF-8).
+        The ``.csv`` / ``.tsv`` file (UTF-8), possibly gzip, bz2, xz or zstd compressed.
     options
-        ``fields`` (columns to keep), ``header`` (True, False or None to guess), ``label``.
+        ``fields`` (columns to keep), ``label``, and ``delimiter``, ``skip_rows``, ``header``
+        (each None to guess).
 
     Examples
     --------
     >>> src = CsvSource(Path("iris.csv"), ReadOptions(label="species"))  # doctest: +SKIP
     >>> [f.name for f in src.fields]                                     # doctest: +SKIP
     ['sepal_length', 'sepal_width', 'petal_length', 'petal_width', 'labels']
+    >>> src.layout.header, src.layout.reasons["header"]                  # doctest: +SKIP
+    (True, 'line 1 holds no numbers')
     """
 
     format = "csv"
@@ -447,36 +465,16 @@ class CsvSource(TableSource):
             raise SourceError(f"{path}: cannot read ({e.strerror or e})") from e
         if empty:
             raise SourceError(f"{path}: the file is empty; a CSV needs at least one row")
-        self._delimiter = "\t" if path.suffix.lower() == ".tsv" else self._sniff_delimiter()
-        self._header = options.header if options.header is not None else self._guess_header()
+        self.layout = decide_layout(path, options)
         self._keys: list[str] = []
-        with self._arrow_errors(), self._open({}, None) as reader:
+        with self._open({}, None) as reader:
             self._keys = reader.schema.names
         keys = self._keys
-        names = self._header_names(keys) if self._header else [f"col{i}" for i in range(len(keys))]
+        header = self.layout.header
+        names = self._header_names(keys) if header else [f"col{i}" for i in range(len(keys))]
         self._select(names, keys)
         self._types = self._scan_widening()
         self._plan()
-
-    def _sniff_delimiter(self) -> str:
-        with self.path.open("rb") as fh:
-            head = fh.read(_SNIFF_BYTES).decode("utf-8", errors="replace").lstrip("\ufeff")
-        line = next((ln for ln in head.splitlines() if ln.strip()), "")
-        unquoted = _QUOTED.sub("", line)
-        counts = {d: unquoted.count(d) for d in _DELIMITERS}
-        best = max(_DELIMITERS, key=lambda d: counts[d])
-        return best if counts[best] else ","
-
-    def _guess_header(self) -> bool:
-        try:
-            with self.path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
-                first = next((row for row in csv.reader(fh, delimiter=self._delimiter) if row), [])
-        except csv.Error as e:
-            raise SourceError(
-                f"{self.path}: cannot read the first row to guess whether it is a header ({e}); "
-                "pass --header or --no-header"
-            ) from e
-        return not any(_NUMBER.fullmatch(cell.strip()) for cell in first)
 
     def _header_names(self, raw: Sequence[str]) -> list[str]:
         names = [name.strip() for name in raw]
@@ -504,28 +502,39 @@ class CsvSource(TableSource):
                 raise SourceError(f"{e}; or pass --no-header if the first row is data") from e
         return names
 
+    @contextmanager
     def _open(
         self, types: dict[str, pa.DataType], include: Sequence[str] | None
-    ) -> pa_csv.CSVStreamingReader:
-        return pa_csv.open_csv(
-            self.path,
-            read_options=pa_csv.ReadOptions(
-                block_size=CSV_BLOCK_SIZE, autogenerate_column_names=not self._header
-            ),
-            parse_options=pa_csv.ParseOptions(delimiter=self._delimiter, newlines_in_values=True),
-            convert_options=pa_csv.ConvertOptions(
-                column_types=types,
-                include_columns=list(include) if include is not None else None,
-                strings_can_be_null=True,
-            ),
-        )
+    ) -> Iterator[pa_csv.CSVStreamingReader]:
+        layout = self.layout
+        with self._arrow_errors(), open_data(self.path, layout) as stream:
+            reader = pa_csv.open_csv(
+                stream,
+                read_options=pa_csv.ReadOptions(
+                    block_size=CSV_BLOCK_SIZE,
+                    skip_rows=layout.skip_rows,
+                    autogenerate_column_names=not layout.header,
+                ),
+                parse_options=pa_csv.ParseOptions(
+                    delimiter=layout.parse_delimiter,
+                    quote_char=layout.quote,
+                    newlines_in_values=True,
+                ),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types=types,
+                    include_columns=list(include) if include is not None else None,
+                    strings_can_be_null=True,
+                ),
+            )
+            with reader:
+                yield reader
 
     def _scan_widening(self) -> dict[str, pa.DataType]:
         """Pass 1, again with a wider type each time a column does not convert."""
         include = [c.key for c in self._columns]
         types: dict[str, pa.DataType] = {}
         while True:
-            with self._arrow_errors(), self._open(types, include) as reader:
+            with self._open(types, include) as reader:
                 schema = reader.schema
                 for column in self._columns:
                     column.reset(schema.field(column.key).type)
@@ -544,15 +553,15 @@ class CsvSource(TableSource):
                     types[key] = wider
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
-        with self._arrow_errors(), self._open(self._types, [c.key for c in self._columns]) as r:
-            yield from r
+        with self._open(self._types, [c.key for c in self._columns]) as reader:
+            yield from reader
 
     @contextmanager
     def _arrow_errors(self) -> Iterator[None]:
         """Turn pyarrow's CSV errors into one-line messages naming the file (and line or column)."""
         try:
             yield
-        except (pa.ArrowException, OSError) as e:
+        except (pa.ArrowException, OSError, EOFError, lzma.LZMAError) as e:
             raise self._error(e) from e
 
     def _error(self, exc: Exception) -> SourceError:
@@ -562,8 +571,12 @@ class CsvSource(TableSource):
         if "Expected" in message and "columns, got" in message:
             where = self._locate_ragged_row() or message
             return SourceError(
-                f"{self.path}: ragged row: {where}; every row needs as many cells as the first"
+                f"{self.path}: ragged row: {where}; every row needs as many cells as the first "
+                f"(cells split at {self._split_at()}: pass --delimiter if that is wrong)"
             )
+        if isinstance(exc, (OSError, EOFError, lzma.LZMAError)):
+            # Not a parse error (those are ArrowInvalid): the bytes could not be read.
+            return SourceError(damaged(self.path, self.layout.compression, exc))
         match = re.search(r"CSV column #(\d+)", message)
         column = next(
             (c.name for c in self._columns if match and c.key == self._keys[int(match.group(1))]),
@@ -580,22 +593,17 @@ class CsvSource(TableSource):
     def _locate_ragged_row(self) -> str:
         """Find the first row whose cell count differs from the first row's (error path only)."""
         try:
-            with self.path.open(encoding="utf-8-sig", errors="replace", newline="") as fh:
-                reader = csv.reader(fh, delimiter=self._delimiter)
-                expected: int | None = None
-                for row in reader:
-                    if not row:
-                        continue
-                    if expected is None:
-                        expected = len(row)
-                    elif len(row) != expected:
-                        return f"line {reader.line_num} has {len(row)} cells, expected {expected}"
-        except csv.Error:
-            pass
-        return ""
+            with open_rows(self.path, self.layout) as (reader, line):
+                return read_ragged(reader, line)
+        except (OSError, EOFError, lzma.LZMAError):
+            return ""
+
+    def _split_at(self) -> str:
+        delimiter = self.layout.delimiter
+        return "runs of whitespace" if delimiter == WHITESPACE else repr(delimiter)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "header": self._header, "delimiter": self._delimiter}
+        return {**super().describe(), **self.layout.to_dict()}
 
 
 class ParquetSource(TableSource):
