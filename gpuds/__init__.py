@@ -4,39 +4,42 @@
 >>> gpuds.ingest(["photos/"], "raw.zarr")                      # doctest: +SKIP
 >>> gpuds.inspect("raw.zarr")["num_samples"]                   # doctest: +SKIP
 1000
+
+The names below come from :mod:`gpuds.api`, which is imported on first use of one of them:
+``import gpuds`` alone imports no stage, zarr or NumPy (``gpuds --version`` answers at once), and
+changes no process-wide state such as the warning filters.
 """
 
 from __future__ import annotations
 
-import warnings
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from gpuds._version import __version__
+from gpuds.errors import GpudsError
 
-# zarr warns at every open that numcodecs.* codecs are outside the Zarr v3 spec. gpuds writes
-# them on purpose (byte shuffle, lz4) and reports each field's portability itself (inspect), so
-# this one message is silenced; every other warning is left alone.
-warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3")
-
-from gpuds.api import (  # noqa: E402 - after the warning filter, on purpose
-    FORMATS,
-    CodecConfig,
-    Dataset,
-    FieldSettings,
-    Loader,
-    PipelineConfig,
-    ReadOptions,
-    compress,
-    ingest,
-    inspect,
-    load_config,
-    open,
-    open_store,
-    preprocess,
-    read_info,
-    resolve_device,
-    shuffle_quality,
-)
-from gpuds.errors import GpudsError  # noqa: E402
+if TYPE_CHECKING:
+    from gpuds.api import (
+        FORMATS,
+        CodecConfig,
+        Dataset,
+        FieldSettings,
+        Loader,
+        PipelineConfig,
+        ReadOptions,
+        compress,
+        ingest,
+        inspect,
+        load_config,
+        open,
+        open_store,
+        preprocess,
+        read_info,
+        resolve_device,
+        shuffle_quality,
+    )
 
 __all__ = [
     "FORMATS",
@@ -59,3 +62,30 @@ __all__ = [
     "resolve_device",
     "shuffle_quality",
 ]
+
+_API = frozenset(__all__) - {"GpudsError", "__version__"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module("gpuds.api"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """The package: importing a stage module (``gpuds.ingest``, ``gpuds.compress``, ...) must not
+    bind it over the API function of the same name, as Python does for submodules."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _API and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

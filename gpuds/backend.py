@@ -6,7 +6,8 @@ to, so array code is written once for both. CuPy is imported lazily, here only, 
 works without it.
 
 - ``auto`` never fails for lack of a GPU: CuPy missing, no device, or a driver too old all give the
-  CPU backend, and :attr:`Backend.reason` says why (the CLI prints it as one line on stderr).
+  CPU backend; :attr:`Backend.reason` says why in a few words and :attr:`Backend.notice` is the
+  one line the command line shows for it (once per run, never inside another message).
 - ``cuda`` without a usable GPU raises :class:`~gpuds.errors.DeviceError` before any work starts.
 """
 
@@ -33,9 +34,6 @@ __all__ = [
 ]
 
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
-GPU_EXTRA_HINT = (
-    "install the GPU extra matching your CUDA: pip install 'gpuds[gpu-cu12]' or '[gpu-cu13]'"
-)
 
 
 @dataclass(frozen=True)
@@ -53,30 +51,54 @@ class Backend:
     xp: ModuleType
     requested: str
     reason: str = ""
+    """Why the CPU was chosen, in a few words (empty on the GPU)."""
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_gpu(self) -> bool:
         return self.name == "cuda"
 
+    @property
+    def notice(self) -> str:
+        """The line to show the user when ``auto`` fell back to the CPU, else ``""``.
+
+        Examples
+        --------
+        >>> Backend("cpu", np, requested="auto", reason="no CUDA device is visible").notice
+        'using the CPU: no CUDA device is visible'
+        >>> resolve("cpu").notice
+        ''
+        """
+        if self.is_gpu or self.requested != "auto" or not self.reason:
+            return ""
+        return f"using the CPU: {self.reason}"
+
 
 def _import_cupy() -> ModuleType:
     return importlib.import_module("cupy")
 
 
+def _cause(error: BaseException) -> str:
+    """An exception in a few words: CUDA's ``cudaErrorName: sentence`` gives the name alone."""
+    text = str(error).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    name, colon, _ = first.partition(":")
+    return name if colon and name.isidentifier() else first
+
+
 def probe_cuda() -> tuple[ModuleType | None, str, dict[str, Any]]:
     """Try to use a CUDA device through CuPy.
 
-    Returns ``(cupy, "", info)`` when a device is usable, else ``(None, reason, {})``. The probe
-    allocates a few bytes on the device: importing CuPy succeeds on machines with no driver, so only
-    touching the device tells the truth.
+    Returns ``(cupy, "", info)`` when a device is usable, else ``(None, reason, {})`` where the
+    reason is one short line. The probe allocates a few bytes on the device: importing CuPy
+    succeeds on machines with no driver, so only touching the device tells the truth.
     """
     try:
         cp = _import_cupy()
-    except ImportError as e:
-        return None, f"CuPy is not installed ({e}); {GPU_EXTRA_HINT}", {}
+    except ImportError:
+        return None, "CuPy is not installed (pip install 'gpuds[gpu-cu12]' or '[gpu-cu13]')", {}
     except Exception as e:  # a broken CuPy install must not crash `auto`
-        return None, f"CuPy failed to import: {e}", {}
+        return None, f"CuPy failed to import ({_cause(e)})", {}
     try:
         count = int(cp.cuda.runtime.getDeviceCount())
         if count < 1:
@@ -92,8 +114,7 @@ def probe_cuda() -> tuple[ModuleType | None, str, dict[str, Any]]:
             "cupy": str(cp.__version__),
         }
     except Exception as e:  # CUDARuntimeError and friends; their message names the cause
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        return None, f"no usable CUDA device ({first_line})", {}
+        return None, f"no usable CUDA device ({_cause(e)})", {}
     return cp, "", info
 
 
@@ -121,7 +142,7 @@ def resolve(device: str = "auto") -> Backend:
         return Backend("cuda", cp, requested=device, info=info)
     if device == "cuda":
         raise DeviceError(f"--device cuda was requested but {reason}; use --device cpu or auto")
-    return Backend("cpu", np, requested=device, reason=f"using the CPU: {reason}")
+    return Backend("cpu", np, requested=device, reason=reason)
 
 
 def array_module(x: Any) -> ModuleType:

@@ -7,16 +7,21 @@ input and ``inspect --verify`` all read through :class:`FieldChunks`, so they sh
   index is damage, never the fill value (zarr-python would fill it: Zarr allows sparse arrays).
 - **Checksums are checked before decoding.** A chain ending in ``crc32c`` has every chunk's
   CRC-32C checked; a shard index has its own CRC-32C, and every entry must lie inside the shard.
-- **Sizes are checked before allocating** (declared chunk size, stored size, the zstd frame header
-  or lz4 prefix) **and after decoding**.
+- **Sizes are checked before allocating** (declared chunk size, stored size, the size the
+  codec's header declares: :meth:`~gpuds.codecs.spec.CodecSpec.check_declared_size`) **and after
+  decoding**.
 - **Every failure is a** :class:`~gpuds.errors.CorruptChunkError` naming store, split, field,
   shard and chunk.
 
 Bytes come from local files (one ``os.pread`` per chunk, each shard index read once and cached) or
 from any zarr-python store (fsspec URLs) through ranged gets. The chains gpuds writes
-(``bytes [numcodecs.shuffle] [zstd | gzip | numcodecs.lz4] [crc32c]``, sharded or not) are
-decoded here by :class:`~gpuds.codecs.cpu.CpuChunkCodec`; any other chain is decoded by
-zarr-python once the chunk's presence has been checked here.
+(``bytes [numcodecs.shuffle] <codec> [crc32c]`` with a registered codec, sharded or not:
+:func:`parse_chain`) are decoded here: on the CPU by :class:`~gpuds.codecs.cpu.CpuChunkCodec`,
+chunk by chunk; on the GPU by nvCOMP, a batch of chunks per call (:meth:`FieldChunks.read_device`
+for the loader's GPU windows). Chains of the nvCOMP-only codecs decode on a GPU only: host reads
+of them (``read``, ``read_range``) decode a shard's chunks per nvCOMP call and copy them back, and
+raise :class:`~gpuds.errors.DeviceError` naming the fix where no GPU is usable. Any other chain is
+decoded by zarr-python once the chunk's presence has been checked here.
 """
 
 from __future__ import annotations
@@ -24,25 +29,32 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections.abc import Sequence
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
 
+from gpuds import backend
+from gpuds.codecs import registry
 from gpuds.codecs.base import CodecConfig
 from gpuds.codecs.checksum import CHECKSUM_NAME, strip_crc32c
 from gpuds.codecs.cpu import CpuChunkCodec
 from gpuds.codecs.shard import EMPTY, index_nbytes, parse_index
-from gpuds.errors import CorruptChunkError, StoreError
+from gpuds.codecs.spec import SHUFFLE_NAME
+from gpuds.errors import CorruptChunkError, DeviceError, StoreError
 from gpuds.store import MAX_CHUNKS
+
+if TYPE_CHECKING:
+    from gpuds.codecs.nvcomp import NvcompChunkCodec
 
 __all__ = ["MAX_CHUNK_BYTES", "FieldChunks", "field_label", "parse_chain"]
 
 MAX_CHUNK_BYTES = 2**31
 """The largest decoded chunk gpuds allocates (2 GiB); metadata declaring more is refused."""
 
-_COMPRESSORS = {"zstd": "zstd", "gzip": "gzip", "numcodecs.lz4": "lz4"}
 _OPEN_FILES = 32
 
 
@@ -52,13 +64,19 @@ def field_label(store: str, split: str, name: str) -> str:
 
 
 def parse_chain(codecs: list[dict[str, Any]], itemsize: int) -> tuple[CodecConfig | None, bool]:
-    """The :class:`CodecConfig` of a ``bytes [shuffle] [compressor] [crc32c]`` chain (None for
-    any other chain) and whether it ends in the ``crc32c`` checksum.
+    """The :class:`CodecConfig` of a ``bytes [numcodecs.shuffle] [codec] [crc32c]`` chain whose
+    codec is a registered one (:func:`gpuds.codecs.registry.recognize`; None for any other chain)
+    and whether it ends in the ``crc32c`` checksum. The config holds what decoding needs: the
+    shuffle, and for the nvCOMP-only codecs their recorded level and ``data_type``.
 
     Examples
     --------
     >>> parse_chain([{"name": "bytes"}, {"name": "zstd"}, {"name": "crc32c"}], 1)
     (CodecConfig(name='zstd', level=None, shuffle=False), True)
+    >>> nvcomp = {"name": "gpuds.nvcomp",
+    ...           "configuration": {"algorithm": "cascaded", "level": 1, "data_type": "<i4"}}
+    >>> parse_chain([{"name": "bytes"}, nvcomp], 4)[0]
+    CodecConfig(name='cascaded', level=1, shuffle=False, data_type='<i4')
     """
     names = [c["name"] for c in codecs]
     checksum = bool(names) and names[-1] == CHECKSUM_NAME
@@ -72,15 +90,19 @@ def parse_chain(codecs: list[dict[str, Any]], itemsize: int) -> tuple[CodecConfi
         return None, checksum
     rest = codecs[1:]
     shuffle = False
-    if rest and rest[0]["name"] == "numcodecs.shuffle":
+    if rest and rest[0]["name"] == SHUFFLE_NAME:
         if (rest[0].get("configuration") or {}).get("elementsize") != itemsize:
             return None, checksum
         shuffle, rest = True, rest[1:]
-    if not rest:
-        return (CodecConfig("none", None, False) if not shuffle else None), checksum
-    if len(rest) != 1 or rest[0]["name"] not in _COMPRESSORS:
+    found = registry.recognize(rest)
+    if found is None:
         return None, checksum
-    return CodecConfig(_COMPRESSORS[rest[0]["name"]], None, shuffle), checksum
+    spec, settings = found
+    if shuffle and spec.stores_raw:
+        return None, checksum
+    return CodecConfig(
+        spec.name, settings.get("level"), shuffle, settings.get("data_type")
+    ), checksum
 
 
 class _Files:
@@ -251,11 +273,11 @@ class FieldChunks:
         if len(codecs) == 1 and codecs[0]["name"] == "sharding_indexed":
             sharding = codecs[0].get("configuration") or {}
             self.sharded = True
-            shard = int(array.shards[0]) if array.shards else 0
-            if shard < self.chunk or shard % self.chunk or tuple(array.shards[1:]) != shape[1:]:
+            shards = tuple(int(s) for s in array.shards or ())
+            shard = shards[0] if shards else 0
+            if shard < self.chunk or shard % self.chunk or shards[1:] != shape[1:]:
                 raise StoreError(
-                    f"{label}: shards {list(array.shards or [])} do not hold whole chunks "
-                    f"{list(chunks)}"
+                    f"{label}: shards {list(shards)} do not hold whole chunks {list(chunks)}"
                 )
             self.per_shard = shard // self.chunk
             index_codecs = [c["name"] for c in sharding.get("index_codecs", [])]
@@ -268,7 +290,14 @@ class FieldChunks:
             config = None
         self.config = config
         """The chain's codec when gpuds decodes it itself, else None (zarr-python decodes)."""
-        self.codec = CpuChunkCodec(config, self.dtype.itemsize, threads=1) if config else None
+        self.gpu_only = config is not None and registry.get(config.name).cpu is None
+        """Its codec decodes on a GPU only (the nvCOMP-only family): reads go through nvCOMP."""
+        self.codec = (
+            CpuChunkCodec(config, self.dtype.itemsize, threads=1)
+            if config is not None and not self.gpu_only
+            else None
+        )
+        self._gpu_checked = False
         # What a chunk's stored bytes may be at most: any codec's worst case stays well inside.
         self.max_payload = self.chunk_nbytes + self.chunk_nbytes // 8 + 4096
         self._bytes = _source(array)
@@ -399,10 +428,51 @@ class FieldChunks:
             )
 
     # -- values -----------------------------------------------------------------------------
+    @cached_property
+    def gpu_codec(self) -> NvcompChunkCodec:
+        """The nvCOMP implementation of the field's chain (built on first use; CuPy and nvCOMP are
+        imported when it first decodes)."""
+        if self.config is None:
+            raise StoreError(f"{self.label}: its codec chain has no gpuds GPU implementation")
+        from gpuds.codecs.nvcomp import NvcompChunkCodec
+
+        return NvcompChunkCodec(self.config, self.dtype.itemsize, self.dtype)
+
+    def read_device(self, indices: Sequence[int]) -> Any:
+        """Chunks ``indices`` decoded on the GPU by one batched nvCOMP call: their payloads are
+        read and checked here (presence, checksum, size), go to the device in one copy, and come
+        back as one CuPy array ``(len(indices) * chunk, *sample_shape)`` (padding rows included).
+        Call it with a usable GPU (the loader resolves its device first)."""
+        if self.config is None:
+            raise StoreError(f"{self.label}: its codec chain has no gpuds GPU implementation")
+        for index in indices:
+            self._check(index)
+        payloads = [self.payload(i) for i in indices]
+        keys = [self.where(i) for i in indices]
+        raw = self.gpu_codec.decode_to_device(payloads, [self.chunk_nbytes] * len(keys), keys)
+        return raw.view(self.dtype).reshape((len(keys) * self.chunk, *self.sample_shape))
+
+    def _read_on_gpu(self, indices: Sequence[int]) -> list[np.ndarray]:
+        """Chunks ``indices`` of a GPU-only chain decoded by one nvCOMP call, back on the host."""
+        if not self._gpu_checked:
+            cp, reason, _ = backend.probe_cuda()
+            if cp is None:
+                assert self.config is not None
+                raise DeviceError(
+                    f"{self.label} is stored with the GPU-only codec {self.config.name} "
+                    f"(gpuds.nvcomp) and {reason}; read it on a machine with a GPU, or "
+                    "re-compress it there portably: gpuds compress IN.zarr -o OUT.zarr "
+                    "--codec zstd"
+                )
+            self._gpu_checked = True
+        payloads = [self.payload(i) for i in indices]
+        keys = [self.where(i) for i in indices]
+        return self.gpu_codec.decode(payloads, [self.chunk_nbytes] * len(keys), keys)
+
     def read_into(self, index: int, out: np.ndarray) -> None:
         """Decode chunk ``index`` into ``out`` (C-contiguous, ``(chunk, *sample_shape)``; rows
         past the end of the field are padding)."""
-        if self.codec is None:
+        if self.config is None:
             self._check(index)
             self._require_present(index)
             start = index * self.chunk
@@ -416,6 +486,11 @@ class FieldChunks:
             out[: stop - start] = values
             out[stop - start :] = 0
             return
+        if self.codec is None:  # GPU only
+            self._check(index)
+            (raw,) = self._read_on_gpu([index])
+            out.reshape(-1).view(np.uint8)[...] = raw
+            return
         payload = self.payload(index)
         self.codec.decode_into(payload, out.reshape(-1).view(np.uint8), self.where(index))
 
@@ -426,13 +501,21 @@ class FieldChunks:
         return out
 
     def read_range(self, start: int, stop: int) -> np.ndarray:
-        """Samples ``[start, stop)``, decoded chunk by chunk."""
+        """Samples ``[start, stop)``, decoded chunk by chunk (a GPU-only chain: a shard's chunks
+        per nvCOMP call)."""
         if not 0 <= start <= stop <= self.length:
             raise IndexError(f"{self.label}: samples {start}..{stop} outside 0..{self.length}")
         out = np.empty((stop - start, *self.sample_shape), dtype=self.dtype)
         if start == stop:
             return out
         first, last = start // self.chunk, (stop - 1) // self.chunk
+        if self.gpu_only:
+            for batch_start in range(first, last + 1, self.per_shard):
+                batch = list(range(batch_start, min(batch_start + self.per_shard, last + 1)))
+                for index, raw in zip(batch, self._read_on_gpu(batch), strict=True):
+                    chunk = raw.view(self.dtype).reshape((self.chunk, *self.sample_shape))
+                    self._place(out, start, stop, index, chunk)
+            return out
         for index in range(first, last + 1):
             lo = index * self.chunk
             a, b = max(start, lo), min(stop, lo + self.chunk)
@@ -441,3 +524,9 @@ class FieldChunks:
             else:
                 out[a - start : b - start] = self.read(index)[a - lo : b - lo]
         return out
+
+    def _place(self, out: np.ndarray, start: int, stop: int, index: int, chunk: np.ndarray) -> None:
+        """Copy the samples of decoded chunk ``index`` that lie in ``[start, stop)`` to ``out``."""
+        lo = index * self.chunk
+        a, b = max(start, lo), min(stop, lo + self.chunk)
+        out[a - start : b - start] = chunk[a - lo : b - lo]

@@ -41,14 +41,13 @@ from gpuds.errors import ConfigError, CorruptChunkError
 from gpuds.progress import NullProgress, Progress, check_cancelled
 from gpuds.store import (
     FIELD_ATTR,
+    StoreInfo,
     StoreWriter,
     chunk_samples_for,
-    dataset_fingerprint,
     field_fingerprint,
     iter_fields,
     open_store,
     read_info,
-    utc_now,
 )
 
 __all__ = [
@@ -212,7 +211,7 @@ def compress(
     settings = settings or FieldSettings()
     per_field = dict(per_field or {})
     group = open_store(source)
-    info_in = read_info(group)
+    info_in = read_info(group, parsed=True)
     all_fields = list(iter_fields(group))
     names = {name for _, name, _ in all_fields}
     for name in [*(fields or []), *per_field]:
@@ -221,7 +220,7 @@ def compress(
     kept = [(s, n, a) for s, n, a in all_fields if fields is None or n in fields]
     decided, trials, decisions = _decide(str(source), kept, settings, per_field)
     plans = []
-    version = int(info_in.get("format_version", 1))
+    version = info_in.format_version
     for split, name, array in kept:
         chosen = decided[name]
         nbytes = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
@@ -232,8 +231,8 @@ def compress(
         raise ConfigError(f"{source}: no fields to compress")
     gpu_only = sorted({p.settings.codec.name for p in plans if p.settings.codec.name in GPU_ONLY})
     backend = resolve(device)
-    if backend.reason and device == "auto":
-        progress.note(backend.reason)
+    if backend.notice and device == "auto":
+        progress.note(backend.notice)
     if gpu_only and not backend.is_gpu:
         raise ConfigError(
             f"codec {', '.join(gpu_only)} is GPU-only (nvCOMP) and needs a GPU to write "
@@ -248,7 +247,8 @@ def compress(
         total_shards = sum(max(1, math.ceil(p.source.shape[0] / p.shard)) for p in plans)
         progress.start(f"compress on {backend.name}", total_shards)
         for plan in plans:
-            codec = chunk_codec(plan.settings.codec, plan.source.dtype.itemsize, backend.name)
+            dtype = plan.source.dtype
+            codec = chunk_codec(plan.settings.codec, dtype.itemsize, backend.name, dtype)
             results[plan.label] = _write_field(writer, plan, codec, progress)
         if verify:
             progress.start("verify with zarr-python", total_shards)
@@ -345,7 +345,7 @@ def _create_array(writer: StoreWriter, plan: _Plan) -> zarr.Array:
             dtype=dtype,
             fill_value=False if dtype.kind == "b" else 0,
             serializer=BytesCodec(endian="little") if dtype.itemsize > 1 else "auto",
-            compressors=zarr_compressors(plan.settings.codec, dtype.itemsize),
+            compressors=zarr_compressors(plan.settings.codec, dtype.itemsize, dtype),
             attributes={FIELD_ATTR: dict(attrs) if isinstance(attrs, Mapping) else {}},
         )
 
@@ -412,9 +412,12 @@ def _write_field(
             stored += write_shard(key, payloads)
             progress.advance(1)
     seconds = time.perf_counter() - started
-    if digest is not None:
-        attrs["fingerprint"] = field_fingerprint(digest.digest(), array.dtype, array.shape)
-        array.attrs.put({FIELD_ATTR: attrs})
+    fingerprint = writer.finish_field(
+        array,
+        attrs["fingerprint"]
+        if digest is None
+        else field_fingerprint(digest.digest(), array.dtype, array.shape),
+    )
     logical = int(array.nbytes)
     return {
         "codec": plan.settings.to_dict(),
@@ -425,7 +428,7 @@ def _write_field(
         "stored_bytes": stored,
         "ratio": round(logical / stored, 4) if stored else None,
         "seconds": round(seconds, 4),
-        "fingerprint": attrs["fingerprint"],
+        "fingerprint": fingerprint,
     }
 
 
@@ -463,7 +466,7 @@ def _verify_field(partial: Path, plan: _Plan, progress: Progress) -> None:
 
 
 def _store_info(
-    info_in: dict[str, Any],
+    info_in: StoreInfo,
     source: str | Path,
     plans: list[_Plan],
     results: dict[str, dict[str, Any]],
@@ -471,24 +474,19 @@ def _store_info(
     device: str,
     verified: bool,
     started: float,
-) -> dict[str, Any]:
+) -> StoreInfo:
+    """The output's metadata: the input's, with only the fields kept and one more stage."""
     kept = {p.name for p in plans}
-    info = {k: v for k, v in info_in.items() if k not in ("complete", "created", "tool_version")}
-    info["fields"] = {k: v for k, v in info_in.get("fields", {}).items() if k in kept}
-    info["fingerprint"] = dataset_fingerprint({k: r["fingerprint"] for k, r in results.items()})
-    info["history"] = [
-        *info_in.get("history", []),
-        {
-            "stage": "compress",
-            "time": utc_now(),
-            "input": {"path": str(source), "fingerprint": info_in.get("fingerprint")},
-            "settings": {
-                "device": device,
-                "verify": verified,
-                "fields": {p.label: results[p.label]["codec"] for p in plans},
-                "decisions": decisions,
-            },
-            "seconds": round(time.perf_counter() - started, 3),
-        },
-    ]
-    return info
+    settings = {
+        "device": device,
+        "verify": verified,
+        "fields": {p.label: results[p.label]["codec"] for p in plans},
+        "decisions": decisions,
+    }
+    return info_in.next_stage(
+        "compress",
+        source,
+        settings,
+        started,
+        fields={k: v for k, v in info_in.fields.items() if k in kept},
+    )

@@ -12,13 +12,17 @@ A config is a mapping with these keys (every one optional except ``ops``)::
 
 Unknown keys are errors that list the valid ones; so are unknown ops and op keys. How
 ``memory_mb`` bounds the run's memory is :mod:`gpuds.preprocess`'s business (docs/preprocess.md).
+
+:class:`Shortcuts` are the ``gpuds preprocess`` options that stand for a config (``--split``,
+``--cast``, ...), and :func:`pipeline_config` resolves a config file or shortcuts, with the
+``--seed`` and ``--memory-mb`` overrides, into the :class:`PipelineConfig` that runs.
 """
 
 from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +35,10 @@ __all__ = [
     "BLOCKS_PER_BUDGET",
     "DEFAULT_MEMORY_MB",
     "PipelineConfig",
+    "Shortcuts",
     "load_config",
+    "parse_names",
+    "pipeline_config",
     "read_mapping",
 ]
 
@@ -159,3 +166,105 @@ def read_mapping(path: str | Path) -> Any:
 def load_config(path: str | Path) -> PipelineConfig:
     """Read a ``.yaml``/``.yml`` or ``.toml`` pipeline config."""
     return PipelineConfig.from_dict(read_mapping(path), str(path))
+
+
+def parse_names(text: str) -> list[str]:
+    """The names in a comma-separated list, as options such as ``--fields`` take them.
+
+    >>> parse_names("images, labels,,")
+    ['images', 'labels']
+    """
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+@dataclass(frozen=True)
+class Shortcuts:
+    """The ``gpuds preprocess`` options that stand for a config, as the command line gives them.
+
+    :meth:`ops` turns them into ops in a fixed, documented order: drop_invalid, shuffle, split,
+    cast, standardize, normalize. Field lists are comma-separated; ``drop_invalid=""`` means every
+    field.
+
+    Examples
+    --------
+    >>> Shortcuts(shuffle=True, split="0.8,0.2", cast=("images=float32",)).ops()
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [{'op': 'shuffle'}, {'op': 'split', 'fractions': [0.8, 0.2]},
+     {'op': 'cast', 'fields': ['images'], 'dtype': 'float32'}]
+    """
+
+    shuffle: bool = False
+    split: str | None = None
+    """Fractions, e.g. ``"0.8,0.1,0.1"``."""
+    stratify: str | None = None
+    """The label field whose class shares the split keeps (needs ``split``)."""
+    cast: Sequence[str] = ()
+    """``FIELD=DTYPE`` items, e.g. ``"images=float32"``."""
+    standardize: str | None = None
+    normalize: str | None = None
+    drop_invalid: str | None = None
+
+    def ops(self) -> list[dict[str, Any]]:
+        """The ops these shortcuts stand for (empty when none is given)."""
+        ops: list[dict[str, Any]] = []
+        if self.drop_invalid is not None:
+            fields = {"fields": parse_names(self.drop_invalid)} if self.drop_invalid else {}
+            ops.append({"op": "drop_invalid", **fields})
+        if self.shuffle:
+            ops.append({"op": "shuffle"})
+        if self.split:
+            try:
+                fractions = [float(f) for f in self.split.split(",")]
+            except ValueError as e:
+                raise ConfigError(
+                    f"--split: expected fractions like 0.8,0.1,0.1, got {self.split!r}"
+                ) from e
+            stratify = {"stratify": self.stratify} if self.stratify else {}
+            ops.append({"op": "split", "fractions": fractions, **stratify})
+        elif self.stratify:
+            raise ConfigError("--stratify needs --split")
+        for item in self.cast:
+            names, _, dtype = item.partition("=")
+            if not names or not dtype:
+                raise ConfigError(
+                    f"--cast: expected FIELD=DTYPE (e.g. images=float32), got {item!r}"
+                )
+            ops.append({"op": "cast", "fields": parse_names(names), "dtype": dtype})
+        if self.standardize:
+            ops.append(
+                {"op": "standardize", "fields": parse_names(self.standardize), "per": "channel"}
+            )
+        if self.normalize:
+            ops.append({"op": "normalize", "fields": parse_names(self.normalize), "per": "channel"})
+        return ops
+
+
+def pipeline_config(
+    path: str | Path | None = None,
+    shortcuts: Shortcuts | None = None,
+    *,
+    seed: int | None = None,
+    memory_mb: float | None = None,
+) -> PipelineConfig:
+    """The pipeline ``gpuds preprocess`` runs: the config file at ``path`` or the ``shortcuts``
+    (one of the two), with ``seed`` and ``memory_mb`` overriding the config's when given.
+
+    Examples
+    --------
+    >>> pipeline_config(shortcuts=Shortcuts(shuffle=True), seed=7).to_dict()["seed"]
+    7
+    """
+    ops = (shortcuts or Shortcuts()).ops()
+    if path is not None:
+        if ops:
+            raise ConfigError("give either --config or shortcut options (--split, ...), not both")
+        pipeline = load_config(path)
+        if seed is not None:
+            pipeline.seed = seed
+    elif not ops:
+        raise ConfigError("nothing to do: pass --config FILE or shortcuts like --split 0.8,0.2")
+    else:
+        pipeline = PipelineConfig.from_dict({"seed": seed or 0, "ops": ops}, "shortcuts")
+    if memory_mb is not None:
+        pipeline = pipeline.with_memory(memory_mb)
+    return pipeline

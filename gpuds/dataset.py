@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,14 @@ class Dataset:
         self.info = info
         self.name = name
         self.path = path
-        self.arrays: dict[str, zarr.Array] = dict(sorted(group.arrays(), key=lambda kv: kv[0]))
+        with warnings.catch_warnings():
+            # zarr warns at every numcodecs.* codec it reads; gpuds writes them on purpose and
+            # reports each field's portability itself (`inspect`).
+            warnings.filterwarnings(
+                "ignore", message="Numcodecs codecs are not in the Zarr version 3"
+            )
+            arrays = sorted(group.arrays(), key=lambda kv: kv[0])
+        self.arrays: dict[str, zarr.Array] = dict(arrays)
         lengths = {a.shape[0] for a in self.arrays.values()}
         if len(lengths) > 1:
             raise StoreError(f"{path}: fields of {name or 'the root'} have different lengths")

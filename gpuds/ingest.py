@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -22,13 +22,12 @@ from gpuds.progress import NullProgress, Progress, check_cancelled
 from gpuds.sources import ReadOptions, Source, open_source
 from gpuds.store import (
     DEFAULT_CHUNK_MB,
-    FIELD_ATTR,
     FieldWriter,
+    StoreInfo,
     StoreWriter,
     chunk_samples,
     chunk_samples_for,
-    dataset_fingerprint,
-    utc_now,
+    stage_entry,
 )
 
 __all__ = ["BLOCK_MB", "ingest"]
@@ -57,7 +56,7 @@ def ingest(
     out: str | Path,
     *,
     fmt: str | None = None,
-    options: ReadOptions | None = None,
+    options: ReadOptions | Mapping[str, Any] | None = None,
     chunk_mb: float = DEFAULT_CHUNK_MB,
     overwrite: bool = False,
     progress: Progress | None = None,
@@ -79,7 +78,8 @@ def ingest(
         ``zarr``); detected per source when None.
     options
         Reader settings (field selection, CSV header, delimiter and skipped rows, label column,
-        image mode and resize, ...).
+        image mode and resize, ...): a :class:`~gpuds.sources.ReadOptions` or its mapping, as
+        a store's history records it (``ReadOptions.from_dict``).
     chunk_mb
         Target chunk size in MiB (see :func:`gpuds.store.chunk_samples`).
     overwrite
@@ -91,7 +91,10 @@ def ingest(
     >>> gpuds.ingest(["images/", "meta.csv"], "raw.zarr")           # doctest: +SKIP
     {'output': '.../raw.zarr', 'samples': 1000, ...}
     """
-    options = options or ReadOptions()
+    if options is None:
+        options = ReadOptions()
+    elif not isinstance(options, ReadOptions):
+        options = ReadOptions.from_dict(options)
     progress = progress or NullProgress()
     paths = [Path(s).expanduser() for s in sources]
     if not paths:
@@ -124,19 +127,28 @@ def ingest(
                     spec.sample_shape,
                     length=length,
                     chunk=chunk_samples_for(spec.sample_nbytes, chunk_mb, length),
-                    attrs={"kind": spec.kind, **spec.attrs},
+                    kind=spec.kind,
+                    attrs=spec.attrs,
                 )
         block = _block_samples(opened, block_mb)
         progress.start(f"ingest → {writer.path.name}", length)
         count = _copy(opened, fields, block, progress)
         if count == 0:
             raise SourceError(f"{paths[0]}: no samples to ingest")
-        fingerprints = {name: f.finish() for name, f in fields.items()}
-        for src in opened:
-            for spec in src.fields:
-                attrs = {"kind": spec.kind, **spec.attrs, "fingerprint": fingerprints[spec.name]}
-                fields[spec.name].array.attrs.put({FIELD_ATTR: attrs})
-        info = _store_info(opened, kinds, fingerprints, count, fmt, options, chunk_mb, started)
+        for f in fields.values():
+            f.finish()
+        settings = {
+            "format": fmt,
+            "options": options.to_dict(),
+            "chunk_mb": chunk_mb,
+            "codec": writer.CODEC.to_dict(),
+        }
+        info = StoreInfo(
+            num_samples=count,
+            fields=kinds,
+            history=[stage_entry("ingest", settings, started)],
+            **_provenance(opened),
+        )
         path = writer.commit(info)
         notes = [line for src in opened for line in src.notes()]
     for line in notes:
@@ -153,9 +165,9 @@ def ingest(
             }
             for name, f in fields.items()
         },
-        "sources": info["sources"],
-        "skipped": info.get("skipped", []),
-        "ignored_files": info.get("ignored_files", []),
+        "sources": info.sources,
+        "skipped": info.skipped,
+        "ignored_files": info.ignored_files,
         "notes": notes,
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -224,16 +236,9 @@ def _copy(
         progress.advance(n)
 
 
-def _store_info(
-    opened: Sequence[Source],
-    kinds: dict[str, str],
-    fingerprints: dict[str, str],
-    count: int,
-    fmt: str | None,
-    options: ReadOptions,
-    chunk_mb: float,
-    started: float,
-) -> dict[str, Any]:
+def _provenance(opened: Sequence[Source]) -> dict[str, Any]:
+    """What the sources say about themselves, as :class:`StoreInfo` keys: where each came from
+    and what was decided reading it, class names, skipped samples and ignored files."""
     sources: list[dict[str, Any]] = []
     classes: dict[str, list[str]] = {}
     skipped: list[Any] = []
@@ -249,28 +254,4 @@ def _store_info(
             if names is not None:
                 classes[spec.name] = list(names)
         sources.append({**src.describe(), **_file_facts(src.path)})
-    info: dict[str, Any] = {
-        "num_samples": count,
-        "splits": [],
-        "fields": kinds,
-        "classes": classes,
-        "sources": sources,
-        "fingerprint": dataset_fingerprint(fingerprints),
-        "stats": {},
-        "skipped": skipped,
-        "ignored_files": ignored,
-        "history": [
-            {
-                "stage": "ingest",
-                "time": utc_now(),
-                "settings": {
-                    "format": fmt,
-                    "options": options.to_dict(),
-                    "chunk_mb": chunk_mb,
-                    "codec": {"name": "zstd", "configuration": {"level": 1, "checksum": True}},
-                },
-                "seconds": round(time.perf_counter() - started, 3),
-            }
-        ],
-    }
-    return info
+    return {"classes": classes, "sources": sources, "skipped": skipped, "ignored_files": ignored}

@@ -18,6 +18,7 @@ import zarr
 from zarr.core.sync import sync
 
 from gpuds.chunks import FieldChunks, field_label
+from gpuds.codecs import registry
 from gpuds.errors import CorruptChunkError, StoreError
 from gpuds.progress import NullProgress, Progress
 from gpuds.store import (
@@ -31,14 +32,11 @@ from gpuds.store import (
 
 __all__ = ["PORTABILITY", "codec_chain", "inspect_store", "portability"]
 
-PORTABILITY = {
-    "any": "any Zarr v3 reader",
-    "zarr-python": "zarr-python (numcodecs codecs)",
-    "gpuds-gpu": "gpuds with a GPU (nvCOMP codecs)",
-    "unknown": "unknown codec",
-}
-_SPEC_CODECS = {"bytes", "transpose", "zstd", "gzip", "blosc", "crc32c", "sharding_indexed"}
-_RANK = ["any", "zarr-python", "gpuds-gpu", "unknown"]
+PORTABILITY = {**registry.PORTABILITY, "unknown": "unknown codec"}
+"""The portability levels, from the most portable (the codec registry's, then ``unknown``)."""
+# Zarr v3 spec codecs gpuds does not write but other tools do (the ones it writes: the registry).
+_OTHER_SPEC_CODECS = {"transpose", "blosc"}
+_RANK = list(PORTABILITY)
 _MAX_LISTED_OBJECTS = 2**22  # beyond this many declared objects, missing ones are only counted
 
 
@@ -87,14 +85,17 @@ def portability(chain: list[dict[str, Any]]) -> str:
     """
     level = 0
     for name in _names(chain):
-        if name in _SPEC_CODECS:
-            rank = 0
+        known = registry.portability_of(name)  # the codecs gpuds writes say it themselves
+        if known is not None:
+            rank = _RANK.index(known)
+        elif name in _OTHER_SPEC_CODECS:
+            rank = _RANK.index("any")
         elif name.startswith("numcodecs."):
-            rank = 1
+            rank = _RANK.index("zarr-python")
         elif name.startswith("gpuds."):
-            rank = 2
+            rank = _RANK.index("gpuds-gpu")
         else:
-            rank = 3
+            rank = _RANK.index("unknown")
         level = max(level, rank)
     return _RANK[level]
 

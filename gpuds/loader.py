@@ -91,15 +91,6 @@ def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray:
     return raw[start : start + nbytes].view(dtype).reshape(shape)
 
 
-def _pinned(xp: Any, nbytes: int) -> np.ndarray:
-    """A page-locked host buffer from CuPy (fast, asynchronous copies to the device), or a plain
-    one where the array module offers none."""
-    alloc = getattr(getattr(xp, "cuda", None), "alloc_pinned_memory", None)
-    if alloc is None:
-        return np.empty(nbytes, dtype=np.uint8)
-    return np.frombuffer(alloc(nbytes), dtype=np.uint8, count=nbytes)
-
-
 def _sample_nbytes(array: Any) -> int:
     return int(np.prod(array.shape[1:], dtype=np.int64)) * int(array.dtype.itemsize)
 
@@ -238,16 +229,18 @@ def _env_int(*names: str) -> int | None:
 
 def resolve_ranks(rank: int | None, world_size: int | None) -> tuple[int, int]:
     """Rank and world size from the arguments, else torch.distributed, else the environment
-    (``RANK``/``WORLD_SIZE`` as set by torchrun, or ``SLURM_PROCID``/``SLURM_NTASKS``)."""
-    if rank is None or world_size is None:
-        try:
-            import torch.distributed as dist
+    (``RANK``/``WORLD_SIZE`` as set by torchrun, or ``SLURM_PROCID``/``SLURM_NTASKS``).
 
-            if dist.is_available() and dist.is_initialized():
-                rank = dist.get_rank() if rank is None else rank
-                world_size = dist.get_world_size() if world_size is None else world_size
-        except ImportError:
-            pass
+    torch.distributed is looked up in ``sys.modules``, never imported: a process group exists only
+    if the program imported it, and importing it would cost a program that does not use torch
+    about a second and 180 MB.
+    """
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        rank = dist.get_rank() if rank is None else rank
+        world_size = dist.get_world_size() if world_size is None else world_size
     if rank is None:
         rank = _env_int("RANK", "SLURM_PROCID")
     if world_size is None:
@@ -354,18 +347,16 @@ class Loader:
             f: FieldChunks(dataset.arrays[f], field_label(dataset.path, dataset.name, f))
             for f in names
         }
-        # On a GPU, the unit-sized fields gpuds can read directly are decoded there by nvCOMP;
-        # light fields (longer chunks, e.g. labels) are decoded on the host and copied.
-        self._gpu_codecs: dict[str, Any] = {}
-        if self.backend.is_gpu:
-            from gpuds.codecs.nvcomp import NvcompChunkCodec
-
-            for f in names:
-                reader = self._readers[f]
-                if reader.config is not None and reader.chunk == self.unit:
-                    self._gpu_codecs[f] = NvcompChunkCodec(
-                        reader.config, self._dtypes[f].itemsize, self._dtypes[f]
-                    )
+        # On a GPU, the unit-sized fields whose chain gpuds decodes are decoded there by nvCOMP
+        # (the nvCOMP-only codecs included); light fields (longer chunks, e.g. labels) are
+        # decoded on the host and copied.
+        self._device_fields: frozenset[str] = frozenset(
+            f
+            for f in names
+            if self.backend.is_gpu
+            and self._readers[f].config is not None
+            and self._readers[f].chunk == self.unit
+        )
         self._cache_lock = threading.Lock()
         self.epoch = 0
         self._position = 0
@@ -625,11 +616,20 @@ class Loader:
         else:
             rows[...] = self._unit_rows(name, u)
 
+    def _stream(self) -> Any:
+        """This worker thread's CUDA stream, made once: the window's copies, nvCOMP calls and
+        gathers run on it (overlapping the consumer), and the nvCOMP codecs, which are made per
+        thread and stream, are made once per worker."""
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = self.backend.xp.cuda.Stream(non_blocking=True)
+        return stream
+
     def _decode_window_gpu(self, plan: EpochPlan, w: int, buffers: dict[str, Any]) -> None:
-        """Decode one window on the device, on a stream of its own (overlapping the consumer):
-        per field, the window's compressed chunks go to the device in one copy from pinned
-        memory, are decoded by one batched nvCOMP call (un-shuffled there too), and are put in
-        delivery order by one gather on the device."""
+        """Decode one window on the device, on this worker's stream: per field, the chunk service
+        sends the window's compressed chunks to the device in one copy and decodes them with one
+        batched nvCOMP call (un-shuffled there too), and one gather on the device puts the
+        samples in delivery order."""
         xp = self.backend.xp
         units = plan.windows[w].units
         sizes = [plan.unit_size(u) for u in units]
@@ -640,12 +640,10 @@ class Loader:
             [np.arange(i * self.unit, i * self.unit + n) for i, n in enumerate(sizes)]
         )
         gather = rows[order] if plan.shuffle or len(rows) != len(units) * self.unit else None
-        stream = xp.cuda.Stream(non_blocking=True)
+        stream = self._stream()
         with stream:
             for name in self.fields:
-                codec = self._gpu_codecs.get(name)
-                reader = self._readers[name]
-                if codec is None:
+                if name not in self._device_fields:
                     host = np.empty(
                         (sum(sizes), *self.dataset.arrays[name].shape[1:]), self._dtypes[name]
                     )
@@ -655,21 +653,9 @@ class Loader:
                         offset += n
                     buffers[name] = xp.asarray(host[order] if plan.shuffle else host)
                     continue
-                # Checksums are checked here, on the host, as the bytes are gathered for the
-                # one copy to the device (docs/FORMAT.md).
-                payloads = [reader.payload(u) for u in units]
-                keys = [reader.where(u) for u in units]
-                lengths = [len(p) for p in payloads]
-                staging = _pinned(xp, sum(lengths))
-                staging[:] = np.frombuffer(b"".join(payloads), dtype=np.uint8)
-                device = xp.asarray(staging)  # one host-to-device copy for the window
-                offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).tolist()
-                raw = codec.decode_device(
-                    device, offsets, lengths, [reader.chunk_nbytes] * len(units), keys
-                )
-                values = raw.view(self._dtypes[name]).reshape(
-                    (len(units) * self.unit, *reader.sample_shape)
-                )
+                # Checksums and declared sizes are checked on the host as the chunk service
+                # gathers the payloads for the one copy to the device (docs/FORMAT.md).
+                values = self._readers[name].read_device(units)
                 if gather is not None:
                     values = xp.take(values, xp.asarray(gather), axis=0)
                 buffers[name] = values

@@ -4,11 +4,13 @@ Plan → fit → write (see :mod:`gpuds.ops.base` for the op contract):
 
 - **Plan.** The ops are built from the config and checked against the input's fields, in order,
   before any data is read.
-- **Segments.** ``shuffle`` ops cut the pipeline into segments. Each segment reads a *source*:
-  the input store for the first, the shuffled copy left by the previous ``shuffle`` for the next.
+- **Segments.** Barrier ops (``shuffle``, :attr:`gpuds.ops.Op.barrier`) cut the pipeline into
+  segments. Each segment reads a *source*: the input store for the first, what the previous
+  barrier left (the shuffled copy) for the next.
 - **Fit.** For every op that needs statistics, one streaming pass per fit pass replays the ops
-  before it in its segment over the segment's source and feeds the op, block by block. After a
-  ``split`` the op sees only the fit split (``fit_split``, default ``train``).
+  before it in its segment over the segment's source and feeds the op, block by block. After an
+  op that assigns splits (``split``), an op sees only the fit split (``fit_split``, default
+  ``train``).
 - **Write.** A last pass applies every op of the last segment and writes each block to the output
   (one subgroup per split), chunk by chunk, through :class:`gpuds.store.StoreWriter`.
 
@@ -38,19 +40,18 @@ from gpuds.chunks import FieldChunks, field_label
 from gpuds.config import PipelineConfig
 from gpuds.errors import ConfigError
 from gpuds.ops import Block, Op, Spec, make_op
-from gpuds.ops.shuffle import Shuffle
-from gpuds.ops.split import Split
+from gpuds.ops.base import BarrierInput, Replay
 from gpuds.progress import NullProgress, Progress, check_cancelled
 from gpuds.store import (
     FIELD_ATTR,
     FieldWriter,
+    StoreInfo,
     StoreWriter,
     chunk_samples,
     chunk_samples_for,
-    dataset_fingerprint,
+    iter_fields,
     open_store,
     read_info,
-    utc_now,
 )
 
 __all__ = ["plan_pipeline", "preprocess"]
@@ -64,7 +65,7 @@ def _op_seed(seed: int, index: int) -> int:
 
 
 def _input_specs(group: zarr.Group) -> tuple[dict[str, Spec], dict[str, zarr.Array], int]:
-    arrays = dict(sorted(group.arrays(), key=lambda kv: kv[0]))
+    arrays = {name: array for split, name, array in iter_fields(group) if not split}
     if not arrays:
         raise ConfigError(f"{group.store_path}: the store holds no fields at its root")
     specs = {}
@@ -107,29 +108,30 @@ def _write_buffers(specs: dict[str, Spec], parts: int, chunk_mb: float, upper: i
 
 def plan_pipeline(
     config: PipelineConfig, specs: dict[str, Spec]
-) -> tuple[list[Op], list[dict[str, Spec]], Split | None]:
-    """Build and check the ops; return them, the fields reaching each op (plus the output's)."""
+) -> tuple[list[Op], list[dict[str, Spec]], Op | None]:
+    """Build and check the ops; return them, the fields reaching each op (plus the output's),
+    and the op that assigns splits, if any."""
     ops: list[Op] = []
     stages = [specs]
-    split: Split | None = None
+    split: Op | None = None
     for i, op_config in enumerate(config.ops):
         where = f"ops[{i}]"
-        op = make_op(op_config, where)
-        if "seed" not in op_config:
-            op.seed = _op_seed(config.seed, i)
-        if isinstance(op, Split):
+        op = make_op(op_config, where, seed=_op_seed(config.seed, i))
+        if op.assigns_split:
             if split is not None:
-                raise ConfigError(f"{where}: only one 'split' op is allowed")
+                raise ConfigError(
+                    f"{where}: only one op may assign splits ({split.name!r} already does)"
+                )
             split = op
         elif (
             split is not None
             and op.fits_on_split
             and op.fit_passes
-            and config.fit_split not in split.names
+            and config.fit_split not in split.split_names
         ):
             raise ConfigError(
                 f"{where}: fit_split {config.fit_split!r} is not one of the splits "
-                f"{', '.join(split.names)}; set 'fit_split' in the config"
+                f"{', '.join(split.split_names)}; set 'fit_split' in the config"
             )
         stages.append(op.plan(dict(stages[-1])))
         ops.append(op)
@@ -137,11 +139,11 @@ def plan_pipeline(
 
 
 def _segments(ops: list[Op]) -> list[list[int]]:
-    """Op indices grouped into segments, each ending with a shuffle (except the last)."""
+    """Op indices grouped into segments, each ending with a barrier (except the last)."""
     segments: list[list[int]] = [[]]
     for i, op in enumerate(ops):
         segments[-1].append(i)
-        if isinstance(op, Shuffle):
+        if op.barrier:
             segments.append([])
     return segments
 
@@ -202,21 +204,22 @@ def preprocess(
     started = time.perf_counter()
     cfg = config if isinstance(config, PipelineConfig) else PipelineConfig.from_dict(config)
     group = open_store(source)
-    info_in = read_info(group)
-    if info_in.get("splits"):
+    info_in = read_info(group, parsed=True)
+    if info_in.splits:
         raise ConfigError(
-            f"{source}: the store is already split ({', '.join(info_in['splits'])}); "
+            f"{source}: the store is already split ({', '.join(info_in.splits)}); "
             "preprocess the unsplit store it came from"
         )
     specs, arrays, n_in = _input_specs(group)
     ops, stages, split = plan_pipeline(cfg, specs)
     # The device is chosen once the config is known to be valid, still before any data is read.
     backend = resolve(device)
-    if backend.reason and device == "auto":
-        progress.note(backend.reason)
+    if backend.notice and device == "auto":
+        progress.note(backend.notice)
     out_specs = stages[-1]
     memory = cfg.memory_mb * 2**20
-    parts = len(split.names) if split else 1
+    names = list(split.split_names) if split else []
+    parts = len(names) or 1
     buffers = _write_buffers(out_specs, parts, cfg.chunk_mb, n_in)
     if buffers > memory / 4:
         raise ConfigError(
@@ -226,7 +229,7 @@ def preprocess(
             "chunk_mb"
         )
     block = _block_samples(stages, cfg.block_mb)
-    fit_index = split.names.index(cfg.fit_split) if split and cfg.fit_split in split.names else 0
+    fit_index = names.index(cfg.fit_split) if cfg.fit_split in names else 0
 
     inputs = {
         name: FieldChunks(arr, field_label(str(source), "", name)) for name, arr in arrays.items()
@@ -264,27 +267,20 @@ def preprocess(
                         del b
                     op.fit_end(p)
             if k < len(segments) - 1:
-                shuffle = seg_ops[-1]
-                assert isinstance(shuffle, Shuffle)
-                before = stages[segment[-1]]
+                barrier = seg_ops[-1]
                 has_split = split is not None and ops.index(split) < segment[-1]
-                # Every column the shuffle stores (fields, input index, split) and the permutation.
-                per_sample = sum(s.sample_nbytes for s in before.values()) + 8 + has_split + 8
-                shuffle.plan_buckets(src_len, per_sample, memory)
-                progress.start(f"shuffle (op {segment[-1] + 1})", src_len)
-                shuffled = shuffle.materialize(
-                    _run(src, seg_ops[:-1]),
-                    before,
-                    writer.workdir(f"shuffle-{segment[-1]}"),
-                    has_split=has_split,
+                progress.start(f"{barrier.name} (op {segment[-1] + 1})", src_len)
+                at = BarrierInput(
+                    writer.workdir(f"{barrier.name}-{segment[-1]}"), src_len, memory, has_split
                 )
-                src, src_len = _shuffled_reader(shuffled, block, backend, progress), len(shuffled)
+                left = barrier.materialize(_run(src, seg_ops[:-1]), stages[segment[-1]], at)
+                src, src_len = _replay_reader(left, block, backend, progress), len(left)
         progress.start("write", src_len)
         last_ops = [ops[i] for i in segments[-1]]
-        written = _write(writer, _run(src, last_ops), out_specs, split, n_in, cfg.chunk_mb)
-        info = _store_info(info_in, source, cfg, ops, out_specs, split, written, backend, started)
+        written = _write(writer, _run(src, last_ops), out_specs, names, n_in, cfg.chunk_mb)
+        info = _store_info(info_in, source, cfg, ops, out_specs, names, written, backend, started)
         path = writer.commit(info)
-    sizes = {s: n for s, (n, _) in written.items()}
+    sizes = dict(written)
     return {
         "output": str(path),
         "device": backend.name,
@@ -292,14 +288,16 @@ def preprocess(
         "samples_out": sum(sizes.values()),
         "splits": sizes if split else {},
         "ops": [{"op": op.name, **op.counts()} for op in ops],
-        "stats": info["stats"],
+        "stats": info.stats,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
 
-def _shuffled_reader(shuffled: Any, block: int, backend: Backend, progress: Progress) -> Source:
+def _replay_reader(left: Replay, block: int, backend: Backend, progress: Progress) -> Source:
+    """Read what a barrier left, block by block, onto the run's device."""
+
     def read() -> Iterator[Block]:
-        for b in shuffled.blocks(block):
+        for b in left.blocks(block):
             progress.advance(len(b))
             yield Block(
                 {name: to_device(v, backend) for name, v in b.fields.items()},
@@ -315,13 +313,14 @@ def _write(
     writer: StoreWriter,
     blocks: Iterator[Block],
     specs: dict[str, Spec],
-    split: Split | None,
+    splits: list[str],
     upper: int,
     chunk_mb: float,
-) -> dict[str, tuple[int, dict[str, str]]]:
-    """Write the blocks; return ``{split: (samples, {field: fingerprint})}`` (split ``""``)."""
+) -> dict[str, int]:
+    """Write the blocks, into one subgroup per split of ``splits`` (at the root without);
+    return the samples written by split (``""`` without)."""
     assert writer.group is not None
-    names = split.names if split is not None else [""]
+    names = splits or [""]
     fields: dict[str, dict[str, FieldWriter]] = {}
     for name in names:
         if name:
@@ -333,30 +332,24 @@ def _write(
                 spec.sample_shape,
                 length=upper,
                 chunk=chunk_samples_for(spec.sample_nbytes, chunk_mb, upper),
-                attrs={"kind": spec.kind, **spec.attrs},
+                kind=spec.kind,
+                attrs=spec.attrs,
             )
             for f, spec in specs.items()
         }
     appended = dict.fromkeys(names, 0)
     for b in blocks:
         for index, name in enumerate(names):
-            part = b if split is None else b.select(b.split == index)
+            part = b if not splits else b.select(b.split == index)
             for f, fw in fields[name].items():
                 _append(fw, to_host(part.fields[f]), appended[name] - fw.count)
             appended[name] += len(part)
             del part
         del b
-    result = {}
-    for name, fws in fields.items():
-        prints = {f: fw.finish() for f, fw in fws.items()}
-        for f, fw in fws.items():
-            spec = specs[f]
-            fw.array.attrs.put(
-                {FIELD_ATTR: {"kind": spec.kind, **spec.attrs, "fingerprint": prints[f]}}
-            )
-        count = next(iter(fws.values())).count if fws else 0
-        result[name] = (count, prints)
-    return result
+    for fws in fields.values():
+        for fw in fws.values():
+            fw.finish()
+    return {name: next(iter(fws.values())).count if fws else 0 for name, fws in fields.items()}
 
 
 def _append(fw: FieldWriter, values: np.ndarray, pending: int) -> None:
@@ -376,22 +369,17 @@ def _append(fw: FieldWriter, values: np.ndarray, pending: int) -> None:
 
 
 def _store_info(
-    info_in: dict[str, Any],
+    info_in: StoreInfo,
     source: str | Path,
     cfg: PipelineConfig,
     ops: list[Op],
     specs: dict[str, Spec],
-    split: Split | None,
-    written: dict[str, tuple[int, dict[str, str]]],
+    splits: list[str],
+    written: dict[str, int],
     backend: Backend,
     started: float,
-) -> dict[str, Any]:
-    prints = {
-        f"{part}/{f}" if part else f: fp
-        for part, (_, fps) in written.items()
-        for f, fp in fps.items()
-    }
-    classes = {f: list(s.attrs["classes"]) for f, s in specs.items() if "classes" in s.attrs}
+) -> StoreInfo:
+    """The output's metadata: the input's sources and history, and what the pipeline made."""
     stats = [
         {"op": op.name, "index": i, "fields": op.config.get("fields"), "stats": fitted}
         for i, op in enumerate(ops)
@@ -399,26 +387,16 @@ def _store_info(
     ]
     settings = cfg.to_dict()
     settings["ops"] = [{**op.to_dict(), "seed": op.seed} for op in ops]
-    return {
-        "num_samples": sum(n for n, _ in written.values()),
-        "splits": split.names if split else [],
-        "split_sizes": {s: n for s, (n, _) in written.items()} if split else {},
-        "fields": {f: s.kind for f, s in specs.items()},
-        "classes": classes,
-        "stats": {"ops": stats},
-        "sources": info_in.get("sources", []),
-        "fingerprint": dataset_fingerprint(prints),
-        "skipped": info_in.get("skipped", []),
-        "ignored_files": info_in.get("ignored_files", []),
-        "history": [
-            *info_in.get("history", []),
-            {
-                "stage": "preprocess",
-                "time": utc_now(),
-                "input": {"path": str(source), "fingerprint": info_in.get("fingerprint")},
-                "settings": {**settings, "device": backend.name},
-                "counts": [{"op": op.name, **op.counts()} for op in ops],
-                "seconds": round(time.perf_counter() - started, 3),
-            },
-        ],
-    }
+    return info_in.next_stage(
+        "preprocess",
+        source,
+        {**settings, "device": backend.name},
+        started,
+        counts=[{"op": op.name, **op.counts()} for op in ops],
+        num_samples=sum(written.values()),
+        splits=splits,
+        split_sizes=written if splits else {},
+        fields={f: s.kind for f, s in specs.items()},
+        classes={f: list(s.attrs["classes"]) for f, s in specs.items() if "classes" in s.attrs},
+        stats={"ops": stats},
+    )

@@ -14,23 +14,27 @@ completion marker included, is on disk. An existing output is replaced only with
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime as _dt
 import errno
 import hashlib
 import json
 import os
 import shutil
+import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec, ZstdCodec
 
-from gpuds import __version__
+from gpuds._version import __version__
 from gpuds.commit import (
     interrupted_overwrite,
     is_zarr_store,
@@ -50,6 +54,7 @@ __all__ = [
     "MAX_CHUNKS",
     "SUPPORTED_DTYPES",
     "FieldWriter",
+    "StoreInfo",
     "StoreWriter",
     "check_records",
     "chunk_samples",
@@ -61,6 +66,7 @@ __all__ = [
     "iter_fields",
     "open_store",
     "read_info",
+    "stage_entry",
     "utc_now",
 ]
 
@@ -149,6 +155,158 @@ def field_fingerprint(data_digest: bytes, dtype: Any, shape: Sequence[int]) -> s
     return "blake2b:" + combined.hexdigest()
 
 
+@dataclass(frozen=True)
+class StoreInfo:
+    """The store's metadata: the group attribute ``gpuds`` (docs/FORMAT.md, one key per field).
+
+    A stage fills in what it knows (samples, splits, field kinds, classes, statistics, sources,
+    history); :meth:`StoreWriter.commit` adds what the writer owns: the format and tool
+    versions, the creation time, the dataset fingerprint (from the fields it finished), the
+    record of every array and the completion mark. ``split_sizes`` is written for split stores
+    only. :meth:`from_dict` reads the keys it knows and ignores others (a key this version does
+    not know cannot be kept true by it).
+
+    Examples
+    --------
+    >>> info = StoreInfo(num_samples=3, fields={"x": "array"})
+    >>> StoreInfo.from_dict(info.to_dict()) == info
+    True
+    >>> list(info.to_dict())[:5]
+    ['format_version', 'tool_version', 'created', 'num_samples', 'splits']
+    """
+
+    format_version: int = FORMAT_VERSION
+    tool_version: str = __version__
+    created: str = ""
+    num_samples: int = 0
+    splits: list[str] = field(default_factory=list)
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    fields: dict[str, str] = field(default_factory=dict)
+    classes: dict[str, list[str]] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+    fingerprint: str | None = None
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    arrays: dict[str, dict[str, Any]] = field(default_factory=dict)
+    complete: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``gpuds`` attribute: JSON-safe, keys in the documented order."""
+        data = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclass_fields(self)}
+        if not self.splits:
+            del data["split_sizes"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StoreInfo:
+        """Read a ``gpuds`` attribute; a known key of the wrong type is a
+        :class:`~gpuds.errors.StoreError` naming it."""
+        if not isinstance(data, Mapping):
+            raise StoreError(f"expected the '{ATTR}' attribute to be a mapping, got {_short(data)}")
+        version = data.get("format_version")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise StoreError(f"store format version {version!r} is not a valid version")
+        values: dict[str, Any] = {}
+        for f in dataclass_fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            expected = _INFO_TYPES[f.name]
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise StoreError(
+                    f"store attribute {f.name!r} is {_short(value)}, expected "
+                    f"{' or '.join(t.__name__ for t in _as_tuple(expected))}"
+                )
+            values[f.name] = copy.deepcopy(value)
+        return cls(**values)
+
+    def next_stage(
+        self,
+        stage: str,
+        source: str | Path,
+        settings: Mapping[str, Any],
+        started: float,
+        *,
+        counts: list[dict[str, Any]] | None = None,
+        **changes: Any,
+    ) -> StoreInfo:
+        """The metadata of the store ``stage`` writes from this one (read from ``source``):
+        ``changes`` applied, and one more ``history`` entry that records the input's path and
+        fingerprint. What the commit writes (versions, time, fingerprint, arrays, completion) is
+        left to :meth:`StoreWriter.commit`.
+
+        Examples
+        --------
+        >>> raw = StoreInfo(num_samples=4, fingerprint="blake2b:00")
+        >>> out = raw.next_stage("compress", "raw.zarr", {"verify": True}, 0.0)
+        >>> out.history[-1]["input"], out.fingerprint
+        ({'path': 'raw.zarr', 'fingerprint': 'blake2b:00'}, None)
+        """
+        entry = stage_entry(
+            stage,
+            settings,
+            started,
+            input={"path": str(source), "fingerprint": self.fingerprint},
+            counts=counts,
+        )
+        return replace(
+            self,
+            **changes,
+            history=[*copy.deepcopy(self.history), entry],
+            created="",
+            fingerprint=None,
+            arrays={},
+            complete=False,
+        )
+
+
+_INFO_TYPES: dict[str, type | tuple[type, ...]] = {
+    "format_version": int,
+    "tool_version": str,
+    "created": str,
+    "num_samples": int,
+    "splits": list,
+    "split_sizes": dict,
+    "fields": dict,
+    "classes": dict,
+    "stats": dict,
+    "sources": list,
+    "fingerprint": (str, type(None)),
+    "skipped": list,
+    "ignored_files": list,
+    "history": list,
+    "arrays": dict,
+    "complete": bool,
+}
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def stage_entry(
+    stage: str,
+    settings: Mapping[str, Any],
+    started: float,
+    *,
+    input: Mapping[str, Any] | None = None,
+    counts: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One ``history`` entry: ``stage`` ran with ``settings`` (complete, enough to rerun it) from
+    ``started`` (:func:`time.perf_counter`) until now; ``input`` names the store it read and
+    ``counts`` what its ops dropped (docs/FORMAT.md)."""
+    entry: dict[str, Any] = {"stage": stage, "time": utc_now()}
+    if input is not None:
+        entry["input"] = dict(input)
+    entry["settings"] = dict(settings)
+    if counts is not None:
+        entry["counts"] = counts
+    entry["seconds"] = round(time.perf_counter() - started, 3)
+    return entry
+
+
 def chunk_samples_for(sample_nbytes: int, chunk_mb: float, length: int) -> int:
     """:func:`chunk_samples`, but never longer than the dataset (rounded up to a power of two):
     a chunk longer than the data would only store padding."""
@@ -168,12 +326,13 @@ class FieldWriter:
     """Appends blocks of samples to one array, writing whole chunks only.
 
     It also hashes every byte it writes (BLAKE2b, C order), which gives the field's content
-    fingerprint at no extra read.
+    fingerprint at no extra read. Made by :meth:`StoreWriter.create_field`.
     """
 
-    def __init__(self, array: zarr.Array, chunk: int) -> None:
+    def __init__(self, array: zarr.Array, chunk: int, store: StoreWriter) -> None:
         self.array = array
         self.chunk = chunk
+        self._store = store
         self.count = 0
         self._pending: list[np.ndarray] = []
         self._pending_len = 0
@@ -213,11 +372,15 @@ class FieldWriter:
         self._pending_len = len(rest)
 
     def finish(self) -> str:
-        """Write what is left, trim the array to the samples written, return the fingerprint."""
+        """Write what is left, trim the array to the samples written and finish the field
+        (:meth:`StoreWriter.finish_field`); return its fingerprint."""
         self._flush(final=True)
         if self.array.shape[0] != self.count:
             self.array.resize((self.count, *self.array.shape[1:]))
-        return field_fingerprint(self._hash.digest(), self.array.dtype, self.array.shape)
+        digest = self._hash.digest()
+        return self._store.finish_field(
+            self.array, field_fingerprint(digest, self.array.dtype, self.array.shape)
+        )
 
 
 @dataclass
@@ -238,13 +401,27 @@ class StoreWriter:
     inputs
         Paths the stage reads: ``out`` may not be one of them, inside one, or contain one.
 
+    The writer owns what every store it writes shares: the chunk codecs of the fields it creates
+    (:attr:`CODEC`, then ``crc32c``), each field's attributes and fingerprint
+    (:meth:`finish_field`) and the ``gpuds`` attribute (:meth:`commit`).
+
     Examples
     --------
-    >>> with StoreWriter(tmp / "a.zarr") as w:                    # doctest: +SKIP
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> with StoreWriter(folder / "a.zarr") as w:
     ...     f = w.create_field("x", np.dtype("f4"), (), length=10, chunk=4)
     ...     f.append(np.arange(10, dtype="f4"))
-    ...     w.commit({"fields": {"x": {"kind": "array"}}}, fingerprints={"x": f.finish()})
+    ...     _ = f.finish()
+    ...     path = w.commit(StoreInfo(num_samples=10, fields={"x": "array"}))
+    >>> open_store(path)["x"][:3]
+    array([0., 1., 2.], dtype=float32)
+    >>> shutil.rmtree(folder)
     """
+
+    CODEC = ZstdCodec(level=1, checksum=True)
+    """The compressor of every field :meth:`create_field` makes (docs/FORMAT.md: spec codecs
+    only, so that any Zarr v3 reader reads the store)."""
 
     def __init__(self, out: str | Path, *, overwrite: bool = False, inputs: Sequence[Path] = ()):
         if _is_url(str(out)):
@@ -272,6 +449,7 @@ class StoreWriter:
         self._target = _Target(path, partial_path(path))
         self._overwrite = overwrite
         self._committed = False
+        self._fingerprints: dict[str, str] = {}
         self.group: zarr.Group | None = None
 
     @property
@@ -300,11 +478,11 @@ class StoreWriter:
         if isinstance(exc, OSError) and exc.errno in _OUT_OF_SPACE:
             raise self._out_of_space(exc) from exc
 
-    def _out_of_space(self, error: OSError) -> OSError:
+    def _out_of_space(self, error: OSError) -> StoreError:
         """The error naming the output: the failed write itself may name no file, or a chunk."""
         assert error.errno is not None
         reason = os.strerror(error.errno).lower()
-        return OSError(error.errno, f"{reason}; the partial store was removed", str(self.path))
+        return StoreError(f"{self.path}: {reason}; the partial store was removed")
 
     def _discard(self) -> None:
         """Remove the partial store, after the writes zarr still has in flight have ended."""
@@ -325,14 +503,13 @@ class StoreWriter:
         *,
         length: int,
         chunk: int,
+        kind: str = "array",
         attrs: Mapping[str, Any] | None = None,
-        compressors: Any = "default",
     ) -> FieldWriter:
-        """Create the array ``name`` (``"x"`` or ``"train/x"``) and return a writer for it."""
+        """Create the array ``name`` (``"x"`` or ``"train/x"``) of ``kind`` with the field
+        attributes ``attrs`` (docs/FORMAT.md) and return a writer for it; its
+        :meth:`FieldWriter.finish` finishes the field."""
         assert self.group is not None, "use StoreWriter as a context manager"
-        if compressors == "default":
-            compressors = [ZstdCodec(level=1, checksum=True)]
-        compressors = [*compressors, Crc32cCodec()]  # every chunk checksummed, docs/FORMAT.md
         array = self.group.create_array(
             name,
             shape=(max(length, 0), *sample_shape),
@@ -340,11 +517,25 @@ class StoreWriter:
             dtype=dtype,
             fill_value=0 if dtype.kind != "b" else False,
             serializer=BytesCodec(endian="little") if dtype.itemsize > 1 else "auto",
-            compressors=compressors,
+            # Every chunk checksummed, docs/FORMAT.md.
+            compressors=[self.CODEC, Crc32cCodec()],
             config={"write_empty_chunks": True},
-            attributes={FIELD_ATTR: dict(attrs or {})},
+            attributes={FIELD_ATTR: {"kind": kind, **(attrs or {})}},
         )
-        return FieldWriter(array, chunk)
+        return FieldWriter(array, chunk, self)
+
+    def finish_field(self, array: zarr.Array, fingerprint: str) -> str:
+        """Mark the field ``array`` as complete with its content ``fingerprint``
+        (:func:`field_fingerprint`): added to the attributes it was created with, and counted in
+        the dataset fingerprint :meth:`commit` writes. Every field must be finished before the
+        commit. Returns ``fingerprint``."""
+        attrs = array.attrs.get(FIELD_ATTR)
+        attrs = dict(attrs) if isinstance(attrs, Mapping) else {}
+        if attrs.get("fingerprint") != fingerprint:
+            attrs["fingerprint"] = fingerprint
+            array.attrs.put({FIELD_ATTR: attrs})
+        self._fingerprints[array.path] = fingerprint
+        return fingerprint
 
     def workdir(self, name: str) -> Path:
         """A scratch folder inside the partial store, removed before the commit (or with it).
@@ -355,22 +546,32 @@ class StoreWriter:
         path.parent.mkdir(exist_ok=True)
         return path
 
-    def commit(self, info: dict[str, Any]) -> Path:
-        """Write the ``gpuds`` attribute with ``complete: true`` last, then move into place
-        (:func:`gpuds.commit.publish`: refused if the output appeared meanwhile, unless
-        ``overwrite`` was given)."""
+    def commit(self, info: StoreInfo) -> Path:
+        """Write the ``gpuds`` attribute, ``info`` completed with what the writer owns (format
+        and tool version, time, dataset fingerprint, array records, ``complete: true``), then
+        move the store into place (:func:`gpuds.commit.publish`: refused if the output appeared
+        meanwhile, unless ``overwrite`` was given)."""
         assert self.group is not None, "use StoreWriter as a context manager"
         check_cancelled()
         shutil.rmtree(self._target.tmp / "__gpuds_work", ignore_errors=True)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "tool_version": __version__,
-            "created": utc_now(),
-            **info,
-            "arrays": field_records(self.group),
-            "complete": True,
-        }
-        self.group.attrs.put({ATTR: meta})
+        records = field_records(self.group)
+        unfinished = sorted(set(records) - set(self._fingerprints))
+        if unfinished:  # a bug of the stage, not of the data
+            raise RuntimeError(f"fields {', '.join(unfinished)} were written but not finished")
+        meta = replace(
+            info,
+            format_version=FORMAT_VERSION,
+            tool_version=__version__,
+            created=utc_now(),
+            fingerprint=dataset_fingerprint(self._fingerprints),
+            arrays=records,
+            complete=True,
+        )
+        document = meta.to_dict()
+        problems = check_records(self.group, document, str(self.path))
+        if problems:  # the store would be refused when opened: a bug of the stage
+            raise RuntimeError(f"{self.path}: {'; '.join(problems)}")
+        self.group.attrs.put({ATTR: document})
         replaced = publish(self._target.tmp, self._target.path, overwrite=self._overwrite)
         self._committed = True
         if replaced is not None:
@@ -451,10 +652,25 @@ def _first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [""])[0][:300]
 
 
-def read_info(group: zarr.Group) -> dict[str, Any]:
-    """The store's ``gpuds`` attribute (empty for a plain Zarr group)."""
+@overload
+def read_info(group: zarr.Group) -> dict[str, Any]: ...
+@overload
+def read_info(group: zarr.Group, *, parsed: Literal[True]) -> StoreInfo: ...
+
+
+def read_info(group: zarr.Group, *, parsed: bool = False) -> dict[str, Any] | StoreInfo:
+    """The store's ``gpuds`` attribute as stored (empty for a plain Zarr group), or with
+    ``parsed=True`` as a :class:`StoreInfo` (a group without the attribute is then a
+    :class:`~gpuds.errors.StoreError`)."""
     info = group.attrs.get(ATTR)
-    return dict(info) if isinstance(info, dict) else {}
+    if not parsed:
+        return dict(info) if isinstance(info, dict) else {}
+    if not isinstance(info, dict):
+        raise StoreError(f"{group.store_path}: not a gpuds store (no '{ATTR}' attribute)")
+    try:
+        return StoreInfo.from_dict(info)
+    except StoreError as e:
+        raise StoreError(f"{group.store_path}: {e}; the store was edited or damaged") from e
 
 
 def iter_fields(
@@ -465,14 +681,21 @@ def iter_fields(
     A member whose ``zarr.json`` cannot be read is a :class:`~gpuds.errors.StoreError`.
     """
     try:
-        top = sorted(group.members(), key=lambda kv: kv[0])
-        for name, node in top:
-            if isinstance(node, zarr.Array):
-                yield "", name, node
-        for split_name, sub in top:
-            if isinstance(sub, zarr.Group):
-                for name, array in sorted(sub.arrays(), key=lambda kv: kv[0]):
-                    yield split_name, name, array
+        with warnings.catch_warnings():
+            # zarr warns at every numcodecs.* codec it reads; gpuds writes them on purpose and
+            # reports each field's portability itself (`inspect`).
+            warnings.filterwarnings(
+                "ignore", message="Numcodecs codecs are not in the Zarr version 3"
+            )
+            # zarr skips a member whose zarr.json it cannot read, with a warning; the store's
+            # list of fields makes that a problem named in one line (check_records).
+            warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr")
+            top = sorted(group.members(), key=lambda kv: kv[0])
+            splits = [
+                (split_name, sorted(sub.arrays(), key=lambda kv: kv[0]))
+                for split_name, sub in top
+                if isinstance(sub, zarr.Group)
+            ]
     except GpudsError:
         raise
     except Exception as e:  # zarr and json raise many types for damaged metadata
@@ -480,6 +703,12 @@ def iter_fields(
             f"{where or group.store_path}: the metadata of a field cannot be read "
             f"({type(e).__name__}: {_first_line(e)})"
         ) from e
+    for name, node in top:
+        if isinstance(node, zarr.Array):
+            yield "", name, node
+    for split_name, arrays in splits:
+        for name, array in arrays:
+            yield split_name, name, array
 
 
 def field_record(array: zarr.Array) -> dict[str, Any]:
@@ -616,6 +845,19 @@ def _check_layout(found: Mapping[str, zarr.Array], info: Mapping[str, Any]) -> l
     groups = {label.split("/")[0] for label in found if "/" in label}
     root = [label for label in found if "/" not in label]
     problems = []
+    kinds = info.get("fields")
+    if isinstance(kinds, dict) and kinds:
+        # Every split (or the root) holds exactly the fields the store lists: a field whose
+        # metadata zarr cannot read is skipped by zarr with a warning, never silently here.
+        for part in sorted(groups) if splits else [""]:
+            names = {
+                label.split("/", 1)[1] if part else label
+                for label in found
+                if (label.startswith(f"{part}/") if part else "/" not in label)
+            }
+            for name in sorted(set(kinds) - names):
+                where = f"{part}/{name}" if part else name
+                problems.append(f"field {where} is listed but cannot be read (missing or damaged)")
     if splits:
         for split in sorted(set(splits) - groups):
             problems.append(f"split {split!r} is listed but holds no fields")

@@ -125,36 +125,11 @@ def sample_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "data.zarr"
 
 
-class _Stream:
-    """Double of ``cupy.cuda.Stream``: a context manager that has nothing to wait for."""
-
-    def __init__(self, non_blocking: bool = False) -> None:
-        self.synchronized = False
-
-    def __enter__(self) -> _Stream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-    def synchronize(self) -> None:
-        self.synchronized = True
-
-
 @pytest.fixture
 def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
-    """The loader's ``device="cuda"`` path on the CPU through the CuPy and nvCOMP test doubles
-    (orchestration only: this is not GPU verification); returns ``(nvcomp, cupy)`` doubles."""
-    import gpuds.codecs.nvcomp as nvcomp_module
-    import gpuds.loader as loader_module
-    from gpuds.backend import Backend
-
+    """``device="cuda"`` (and ``auto``) on the CPU through the CuPy and nvCOMP test doubles, for
+    every part of gpuds (orchestration only: this is not GPU verification); returns the
+    ``(nvcomp, cupy)`` doubles. ``device="cpu"`` stays the CPU."""
     from . import nvcomp_double
 
-    nvcomp, cupy = nvcomp_double.install(monkeypatch, nvcomp_module)
-    cupy.take = np.take
-    cupy.cuda.Stream = _Stream
-    nvcomp.Codec.calls.clear()
-    backend = Backend("cuda", cupy, requested="cuda")
-    monkeypatch.setattr(loader_module, "resolve", lambda device: backend)
-    return nvcomp, cupy
+    return nvcomp_double.install_gpu(monkeypatch)

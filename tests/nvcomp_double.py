@@ -1,33 +1,62 @@
 """TEST DOUBLE of the parts of ``nvidia.nvcomp`` (>= 6) and ``cupy`` that gpuds uses. Not nvCOMP.
 
-It runs on the CPU and mimics nvCOMP's *documented* behaviour (the docstrings of
-nvidia-nvcomp 6.0: ``Codec``, ``as_arrays``, ``BatchArray``) closely enough to drive the
-orchestration in ``gpuds.codecs.nvcomp`` in CPU tests: batching, the lz4 framing, size checks,
-alignment, the byte shuffle. Passing tests that use it say nothing about nvCOMP itself; only the
-``@pytest.mark.gpu`` tests, on a machine with a GPU, verify that.
+It runs on the CPU and mirrors nvCOMP's *documented* behaviour, taken from the docstrings of
+nvidia-nvcomp-cu13 6.0.0.12 (``help(nvcomp.Codec)``, ``help(nvcomp.as_arrays)``,
+``help(nvcomp.BatchArray)``, ``help(nvcomp.Array)``), closely enough to drive the orchestration
+in ``gpuds.codecs.nvcomp`` in CPU tests: batching, the lz4 framing, size checks, alignment, the
+byte shuffle, threads and streams. Passing tests that use it say nothing about nvCOMP itself;
+only the ``@pytest.mark.gpu`` tests, on a machine with a GPU, verify that.
 
-What it emulates, RAW bitstreams only:
+Documented behaviour it copies:
 
-- ``Zstd``: a standard zstd frame (numcodecs.Zstd);
-- ``LZ4``: a bare LZ4 block (numcodecs.LZ4 without its 4-byte prefix); the decoded size is found by
-  walking the block, as nvCOMP does for RAW LZ4;
-- ``Gzip``: a gzip member (Python's gzip module);
-- any other algorithm: the ``Codec`` builds (options are checked), but encoding or decoding raises
-  :class:`NotEmulated`.
+- ``Codec(**kwargs)``: an unknown algorithm or keyword raises ``ValueError`` ("Unsupported
+  argument"); the algorithm options are the ones ``help(nvcomp.Codec.__init__)`` lists.
+- ``as_arrays(buffer, offsets, sizes)`` "wraps one contiguous buffer": a non-contiguous or
+  non-1-D buffer, an entry outside it, and an empty table are refused with ``ValueError``
+  ("Cannot create a BatchArray from an empty sizes table", the real module's message, which it
+  raises before touching CUDA); ``as_arrays(sources)`` likewise ("... empty list of sources").
+- Alignment: ``get_required_(de)compression_alignment()`` returns 16 (the docstrings' "if in
+  doubt, use 16B" and "the conservative maximum alignment of 16 bytes"), and an entry whose
+  address is not a multiple of it is refused. Device allocations (:class:`FakeCupy`) are
+  256-byte aligned, as ``cudaMalloc``'s.
+- ``decode(srcs, out=batch)``: the output "buffers keep their fixed capacity and a ValueError is
+  raised when any of them is too small to hold the decompressed data". Without ``out`` a new
+  batch holds the decoded data. ``encode`` returns a new batch of the compressed sizes ("the
+  compressed sizes are read back from the device").
+- ``get_uncomp_buffer_size(array)``: the RAW size query (zstd: the frame header's content size;
+  LZ4 and Gzip: the length the stream decodes to, found by walking it).
 
-Documented behaviour it copies: unknown ``Codec`` keyword arguments raise
-``ValueError("Unsupported argument: ...")``; decoding into ``out=`` raises ``ValueError`` when an
-entry is too small; ``BatchArray.buffer_sizes`` reports each entry's used size. Each entry's
-address must meet :attr:`Codec.ALIGNMENT` (nvCOMP's real alignments are per algorithm and unknown
-here; the double picks 8 so that misaligned inputs are caught). ``Codec.calls`` counts
-``encode``/``decode`` calls and :class:`FakeCupy` counts host/device transfers, so tests can assert
-one batched call per batch.
+Where the docs leave a behaviour open, the double picks one reading and lets tests pick the
+other, so the code is tested under both:
+
+- ``BatchArray.buffer_sizes`` after ``decode(out=batch)``: "Sizes in bytes of every entry", with
+  capacities that stay fixed. :data:`Codec.BUFFER_SIZES` is ``"capacity"`` (the default: the
+  sizes the output entries were made with) or ``"decoded"`` (the decoded sizes).
+
+What it adds that nvCOMP does not document, to make misuse visible rather than silent:
+
+- A ``Codec`` used from a thread other than the one that made it raises ``RuntimeError`` (the
+  Python API page says a codec must not be shared between threads; real nvCOMP would misbehave
+  silently). Counters and the call log are thread-safe.
+- Every ``encode``/``decode`` call is logged with its thread, the codec's ``cuda_stream`` and the
+  stream current on that thread (:class:`FakeCupy` keeps a current stream per thread, as CuPy
+  does), so tests can check that work runs on the stream it was queued on.
+- ``GDeflate``, ``Bitcomp``, ``ANS`` and ``Cascaded`` cannot be produced here. The double writes
+  a **stand-in** bitstream for them (a header naming the algorithm, the ``data_type`` and the
+  size, then zlib data) so that stores of those codecs can be written and read through gpuds's
+  orchestration; the stand-in is NOT nvCOMP's format and no test may check its bytes. Decoding a
+  stand-in with another algorithm or another ``data_type`` than it was written with raises
+  ``RuntimeError`` (for Cascaded the docs say the options "must match compression"; a RAW stream
+  does not record them).
 """
 
 from __future__ import annotations
 
 import gzip
+import struct
+import threading
 import types
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any, ClassVar
@@ -37,9 +66,12 @@ from numcodecs import LZ4, Zstd
 
 __all__ = ["FakeCupy", "NotEmulated", "install", "make_nvcomp"]
 
+ALIGNMENT = 16
+DEVICE_ALIGNMENT = 256
+
 
 class NotEmulated(RuntimeError):
-    """The double cannot produce this algorithm's bitstream."""
+    """The double cannot do this (only BitstreamKind.RAW is emulated)."""
 
 
 _COMMON = {
@@ -79,22 +111,39 @@ _OPTIONS = {
     "snappy": set(),
 }
 _ANS_TYPES = {"|u1", "|i1", "|f1", "<f2", "<f4"}
+_STAND_IN = ("gdeflate", "bitcomp", "ans", "cascaded")
+_STAND_IN_MAGIC = b"DBL!"
+_STAND_IN_HEADER = struct.Struct("<4s12s4sQ")  # magic, algorithm, data_type, size
+
+
+def _address(data: np.ndarray) -> int:
+    return int(data.__array_interface__["data"][0])
+
+
+def _aligned(nbytes: int, align: int = DEVICE_ALIGNMENT) -> np.ndarray:
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    start = -_address(raw) % align
+    return raw[start : start + nbytes]
 
 
 class Array:
-    """One buffer (a NumPy array standing in for device memory) and its used size."""
+    """One buffer (a NumPy array standing in for device memory): its capacity and its size."""
 
-    def __init__(self, data: np.ndarray, used: int | None = None) -> None:
+    def __init__(self, data: np.ndarray, size: int | None = None) -> None:
         self.data = data
-        self.used = data.size if used is None else used
+        self.size = data.size if size is None else size
+
+    @property
+    def capacity(self) -> int:
+        return int(self.data.size)
 
     @property
     def __array_interface__(self) -> dict[str, Any]:
-        return self.data[: self.used].__array_interface__
+        return self.data[: self.size].__array_interface__
 
     @property
     def buffer_size(self) -> int:
-        return self.used
+        return self.size
 
 
 class BatchArray:
@@ -120,15 +169,27 @@ class BatchArray:
 
     @property
     def buffer_sizes(self) -> list[int]:
-        return [a.used for a in self.arrays]
+        return [a.size for a in self.arrays]
+
+
+def _contiguous(data: Any, what: str) -> np.ndarray:
+    array = np.asarray(data)
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{what} must be contiguous")
+    return array
 
 
 def _as_arrays(*args: Any, cuda_stream: int = 0) -> BatchArray:
     """``as_arrays(sources)`` or ``as_arrays(buffer, offsets, sizes)``, as in nvCOMP 6."""
     if len(args) == 1:
-        return BatchArray([Array(np.asarray(a).reshape(-1).view(np.uint8)) for a in args[0]])
+        if not args[0]:
+            raise ValueError("Cannot create a BatchArray from an empty list of sources")
+        sources = [_contiguous(a, "a source").reshape(-1).view(np.uint8) for a in args[0]]
+        return BatchArray([Array(s) for s in sources])
     buffer, offsets, sizes = args
-    buffer = np.asarray(buffer)
+    if len(sizes) == 0:
+        raise ValueError("Cannot create a BatchArray from an empty sizes table")
+    buffer = _contiguous(buffer, "the buffer")
     if buffer.ndim != 1:
         raise ValueError("buffer must be one-dimensional")
     if len(offsets) != len(sizes):
@@ -177,12 +238,30 @@ def _lz4_block_size(block: bytes) -> int:
     return size
 
 
-class Codec:
-    """``nvcomp.Codec`` for RAW Zstd, LZ4 and Gzip (see the module docstring)."""
+def _zstd_frame_size(payload: bytes) -> int:
+    view = memoryview(payload)
+    if len(view) < 5 or struct.unpack_from("<I", view, 0)[0] != 0xFD2FB528:
+        raise RuntimeError("nvcompErrorCannotDecompress: not a zstd frame")
+    descriptor = view[4]
+    fcs_flag, single, did = descriptor >> 6, (descriptor >> 5) & 1, descriptor & 3
+    pos = 5 + (0 if single else 1) + (0, 1, 2, 4)[did]
+    size = (1 if single else 0, 2, 4, 8)[fcs_flag]
+    if size == 0 or len(view) < pos + size:
+        raise RuntimeError("nvcompErrorCannotDecompress: no content size in the frame header")
+    value = int.from_bytes(view[pos : pos + size], "little")
+    return value + 256 if size == 2 else value
 
-    ALIGNMENT: ClassVar[int] = 8
+
+class Codec:
+    """``nvcomp.Codec`` for RAW Zstd, LZ4, Gzip and stand-ins (see the module docstring)."""
+
+    ALIGNMENT: ClassVar[int] = ALIGNMENT
+    BUFFER_SIZES: ClassVar[str] = "capacity"
     calls: ClassVar[Counter[str]] = Counter()
     instances: ClassVar[list[Codec]] = []
+    log: ClassVar[list[dict[str, Any]]] = []
+    lock: ClassVar[threading.Lock] = threading.Lock()
+    current_stream: ClassVar[Any] = staticmethod(lambda: 0)
 
     def __init__(self, **kwargs: Any) -> None:
         algorithm = str(kwargs.get("algorithm", "")).lower()
@@ -197,7 +276,13 @@ class Codec:
             raise ValueError(f"ANS does not support data_type {kwargs['data_type']!r}")
         self.algorithm = algorithm
         self.kwargs = kwargs
-        Codec.instances.append(self)
+        self.thread = threading.get_ident()
+        with Codec.lock:
+            Codec.instances.append(self)
+
+    @property
+    def data_type(self) -> str:
+        return str(self.kwargs.get("data_type", "|u1"))
 
     def get_required_compression_alignment(self) -> int:
         return self.ALIGNMENT
@@ -205,15 +290,27 @@ class Codec:
     def get_required_decompression_alignment(self) -> int:
         return self.ALIGNMENT
 
-    def _check_alignment(self, batch: BatchArray) -> None:
+    def _enter(self, op: str, batch: BatchArray) -> None:
+        if threading.get_ident() != self.thread:
+            raise RuntimeError("an nvcomp.Codec was used from another thread than its own")
         for array in batch.arrays:
-            if array.data.__array_interface__["data"][0] % self.ALIGNMENT:
+            if _address(array.data) % self.ALIGNMENT:
                 raise ValueError(f"buffer is not aligned to {self.ALIGNMENT} bytes")
+        with Codec.lock:
+            Codec.calls[op] += 1
+            Codec.log.append(
+                {
+                    "op": op,
+                    "thread": self.thread,
+                    "codec_stream": self.kwargs.get("cuda_stream", 0),
+                    "current_stream": Codec.current_stream(),
+                    "batch": len(batch),
+                }
+            )
 
     def encode(self, srcs: BatchArray, out: Any = None, compression_config: Any = None) -> Any:
-        Codec.calls["encode"] += 1
-        self._check_alignment(srcs)
-        return BatchArray([Array(self._compress(a.data[: a.used].tobytes())) for a in srcs])
+        self._enter("encode", srcs)
+        return BatchArray([Array(self._compress(a.data[: a.size].tobytes())) for a in srcs])
 
     def decode(
         self,
@@ -222,21 +319,38 @@ class Codec:
         out: BatchArray | None = None,
         decompression_config: Any = None,
     ) -> BatchArray:
-        Codec.calls["decode"] += 1
-        self._check_alignment(srcs)
-        decoded = [self._decompress(a.data[: a.used].tobytes()) for a in srcs]
+        self._enter("decode", srcs)
+        decoded = [self._decompress(a.data[: a.size].tobytes()) for a in srcs]
         if out is None:
             return BatchArray([Array(np.frombuffer(d, dtype=np.uint8).copy()) for d in decoded])
-        self._check_alignment(out)
+        for array in out.arrays:
+            if _address(array.data) % self.ALIGNMENT:
+                raise ValueError(f"buffer is not aligned to {self.ALIGNMENT} bytes")
         if len(out) != len(decoded):
             raise ValueError("out has a different batch size")
         for target, data in zip(out.arrays, decoded, strict=True):
-            if len(data) > target.data.size:
+            if len(data) > target.capacity:
                 raise ValueError("an output buffer is too small to hold the decompressed data")
         for target, data in zip(out.arrays, decoded, strict=True):
             target.data[: len(data)] = np.frombuffer(data, dtype=np.uint8)
-            target.used = len(data)
+            target.size = len(data) if Codec.BUFFER_SIZES == "decoded" else target.capacity
         return out
+
+    def get_uncomp_buffer_size(self, source: Array) -> int:
+        if threading.get_ident() != self.thread:
+            raise RuntimeError("an nvcomp.Codec was used from another thread than its own")
+        with Codec.lock:
+            Codec.calls["size"] += 1
+        payload = np.asarray(source).tobytes()
+        if self.algorithm == "zstd":
+            return _zstd_frame_size(payload)
+        if self.algorithm == "lz4":
+            return _lz4_block_size(payload)
+        if self.algorithm in _STAND_IN:
+            return self._stand_in_header(payload)[1]
+        return len(self._decompress(payload))
+
+    # -- the bitstreams -------------------------------------------------------------------------
 
     def _compress(self, data: bytes) -> np.ndarray:
         if self.algorithm == "zstd":
@@ -245,9 +359,28 @@ class Codec:
             payload = bytes(LZ4().encode(data))[4:]
         elif self.algorithm == "gzip":
             payload = gzip.compress(data, mtime=0)
+        elif self.algorithm in _STAND_IN:
+            header = _STAND_IN_HEADER.pack(
+                _STAND_IN_MAGIC, self.algorithm.encode(), self.data_type.encode(), len(data)
+            )
+            payload = header + zlib.compress(data)
         else:
             raise NotEmulated(f"the nvCOMP double cannot emulate {self.algorithm}")
         return np.frombuffer(payload, dtype=np.uint8).copy()
+
+    def _stand_in_header(self, payload: bytes) -> tuple[str, int]:
+        if len(payload) < _STAND_IN_HEADER.size:
+            raise RuntimeError("nvcompErrorCannotDecompress: truncated stream")
+        magic, algorithm, data_type, size = _STAND_IN_HEADER.unpack_from(payload)
+        if magic != _STAND_IN_MAGIC or algorithm.rstrip(b"\0").decode() != self.algorithm:
+            raise RuntimeError(f"nvcompErrorCannotDecompress: not a {self.algorithm} stream")
+        written = data_type.rstrip(b"\0").decode()
+        if written != self.data_type:
+            raise RuntimeError(
+                f"nvcompErrorCannotDecompress: written with data_type {written}, decoded with "
+                f"{self.data_type}"
+            )
+        return written, int(size)
 
     def _decompress(self, payload: bytes) -> bytes:
         try:
@@ -258,7 +391,10 @@ class Codec:
                 return bytes(LZ4().decode(size.to_bytes(4, "little") + payload))
             if self.algorithm == "gzip":
                 return gzip.decompress(payload)
-        except NotEmulated:
+            if self.algorithm in _STAND_IN:
+                self._stand_in_header(payload)
+                return zlib.decompress(payload[_STAND_IN_HEADER.size :])
+        except (NotEmulated, RuntimeError):
             raise
         except Exception as e:
             raise RuntimeError(f"nvcompErrorCannotDecompress: {e}") from e
@@ -271,11 +407,18 @@ class BitstreamKind:
     WITH_UNCOMPRESSED_SIZE = "WITH_UNCOMPRESSED_SIZE"
 
 
+def _as_array(source: Any, cuda_stream: int = 0) -> Array:
+    return Array(_contiguous(source, "the source").reshape(-1).view(np.uint8))
+
+
 def make_nvcomp() -> types.ModuleType:
-    """A fresh ``nvidia.nvcomp`` double, with its call counters reset."""
+    """A fresh ``nvidia.nvcomp`` double, with its counters, log and settings reset."""
     Codec.calls = Counter()
     Codec.instances = []
-    Codec.ALIGNMENT = 8
+    Codec.log = []
+    Codec.ALIGNMENT = ALIGNMENT
+    Codec.BUFFER_SIZES = "capacity"
+    Codec.current_stream = staticmethod(lambda: 0)
     module = types.ModuleType("nvidia.nvcomp")
     module.__dict__.update(
         __version__="6.0.0-double",
@@ -283,16 +426,42 @@ def make_nvcomp() -> types.ModuleType:
         Array=Array,
         BatchArray=BatchArray,
         BitstreamKind=BitstreamKind,
+        as_array=_as_array,
         as_arrays=_as_arrays,
     )
     return module
 
 
+class _Stream:
+    """Double of ``cupy.cuda.Stream``: entering it makes it the thread's current stream."""
+
+    _next: ClassVar[int] = 1
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, owner: FakeCupy, null: bool = False, non_blocking: bool = False) -> None:
+        self._owner = owner
+        with _Stream._lock:
+            self.ptr = 0 if null else _Stream._next * 0x100
+            _Stream._next += 1
+        self.synchronized = 0
+
+    def __enter__(self) -> _Stream:
+        self._owner._streams().append(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._owner._streams().pop()
+
+    def synchronize(self) -> None:
+        self.synchronized += 1
+
+
 class FakeCupy(types.ModuleType):
-    """TEST DOUBLE of the CuPy subset gpuds.codecs.nvcomp uses; "device" arrays are NumPy arrays.
+    """TEST DOUBLE of the CuPy subset gpuds uses; "device" arrays are NumPy arrays.
 
     ``asarray`` and ``asnumpy`` copy (as a real host/device transfer does) and are counted in
-    ``transfers``.
+    ``transfers`` (thread-safe). Device allocations are 256-byte aligned. ``cuda.Stream`` keeps a
+    current stream per thread, as CuPy does.
     """
 
     uint8 = np.uint8
@@ -300,31 +469,83 @@ class FakeCupy(types.ModuleType):
     def __init__(self) -> None:
         super().__init__("cupy")
         self.transfers: Counter[str] = Counter()
-        stream = types.SimpleNamespace(ptr=0)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        null = _Stream(self, null=True)
+        owner = self
         self.cuda = types.SimpleNamespace(
-            get_current_stream=lambda: stream, Device=lambda: types.SimpleNamespace(id=0)
+            Stream=lambda non_blocking=False: _Stream(owner, non_blocking=non_blocking),
+            get_current_stream=self._current,
+            Device=lambda: types.SimpleNamespace(id=0),
+            alloc_pinned_memory=lambda nbytes: memoryview(_aligned(nbytes, 4096)),
         )
+        self._null = null
 
-    def asarray(self, x: Any, dtype: Any = None) -> np.ndarray:
-        self.transfers["to_device"] += 1
-        return np.array(x, dtype=dtype, copy=True)
+    def _streams(self) -> list[_Stream]:
+        if not hasattr(self._local, "streams"):
+            self._local.streams = []
+        stack: list[_Stream] = self._local.streams
+        return stack
+
+    def _current(self) -> _Stream:
+        stack = self._streams()
+        return stack[-1] if stack else self._null
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.transfers[what] += 1
+
+    def asarray(self, x: Any, dtype: Any = None, blocking: bool = False) -> np.ndarray:
+        self._count("to_device")
+        host = np.asarray(x, dtype=dtype)
+        device = _aligned(host.nbytes).view(host.dtype).reshape(host.shape)
+        device[...] = host
+        return device
 
     def asnumpy(self, x: Any) -> np.ndarray:
-        self.transfers["to_host"] += 1
+        self._count("to_host")
         return np.array(x, copy=True)
 
     @staticmethod
     def empty(shape: Any, dtype: Any = np.float64) -> np.ndarray:
-        return np.empty(shape, dtype=dtype)
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        return _aligned(count * dtype.itemsize).view(dtype).reshape(shape)
+
+    @staticmethod
+    def ascontiguousarray(x: Any) -> np.ndarray:
+        out = FakeCupy.empty(np.shape(x), np.asarray(x).dtype)
+        out[...] = x
+        return out
 
     @staticmethod
     def concatenate(arrays: Any) -> np.ndarray:
         return np.concatenate(list(arrays))
 
+    @staticmethod
+    def take(a: Any, indices: Any, axis: int | None = None) -> np.ndarray:
+        return np.take(a, indices, axis=axis)
+
 
 def install(monkeypatch: Any, module: Any) -> tuple[types.ModuleType, FakeCupy]:
     """Point ``module``'s lazy import hooks ``_import_nvcomp``/``_import_cupy`` at the doubles."""
     nvcomp, cupy = make_nvcomp(), FakeCupy()
+    nvcomp.Codec.current_stream = staticmethod(lambda: cupy.cuda.get_current_stream().ptr)
     monkeypatch.setattr(module, "_import_nvcomp", lambda: nvcomp)
     monkeypatch.setattr(module, "_import_cupy", lambda: cupy)
+    return nvcomp, cupy
+
+
+def install_gpu(monkeypatch: Any) -> tuple[types.ModuleType, FakeCupy]:
+    """Make every ``--device cuda|auto`` in gpuds resolve to the doubles: the nvCOMP codec's
+    import hooks, and ``gpuds.backend.probe_cuda`` (so ``resolve`` and the chunk service see a
+    "device"). Orchestration only: this is not GPU verification."""
+    import gpuds.backend
+    import gpuds.codecs.nvcomp as nvcomp_module
+    import gpuds.codecs.zarr_nvcomp as zarr_nvcomp
+
+    nvcomp, cupy = install(monkeypatch, nvcomp_module)
+    info = {"gpu": "nvCOMP test double", "device_count": 1}
+    monkeypatch.setattr(gpuds.backend, "probe_cuda", lambda: (cupy, "", info))
+    monkeypatch.setattr(zarr_nvcomp, "_IMPLS", {})  # built with the real modules otherwise
     return nvcomp, cupy

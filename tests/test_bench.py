@@ -1,21 +1,25 @@
-"""`gpuds bench`: schema, honest numbers, loud failure on corruption, plot, tune."""
+"""`gpuds bench`: schema, honest numbers, loud failure on corruption, the CLI around it."""
 
 from __future__ import annotations
 
-import copy
+import ast
 import json
+import os
 import time
+from importlib import metadata
 from pathlib import Path
 
 import jsonschema
 import numpy as np
 import pytest
 from numcodecs import Zstd
-from PIL import Image
 
 import gpuds
 from gpuds import bench
+from gpuds.backend import Backend, resolve
+from gpuds.bench.data import raw_chunks
 from gpuds.codecs.cpu import CpuChunkCodec
+from gpuds.environment import PACKAGES, environment
 
 from .conftest import only_line
 
@@ -38,6 +42,25 @@ def test_report_follows_the_schema(report: dict):
     assert report["environment"]["cores"] and report["environment"]["zarr"]
 
 
+def test_the_environment_is_the_shared_probe(report: dict, monkeypatch: pytest.MonkeyPatch):
+    assert report["environment"].keys() == environment(resolve("cpu")).keys()
+    assert report["environment"]["gpu"] is None and report["environment"]["driver"] is None
+    real = metadata.version
+
+    def version(dist: str) -> str:
+        if dist == "nvidia-nvcomp-cu12":
+            raise metadata.PackageNotFoundError(dist)
+        return "9.9" if dist == "cupy-cuda12x" else real(dist)
+
+    monkeypatch.setattr(metadata, "version", version)
+    gpu = Backend("cuda", np, requested="cuda", info={"gpu": "A100", "driver": 12040,
+                                                      "cuda_runtime": 12040})  # fmt: skip
+    env = environment(gpu)
+    assert (env["gpu"], env["driver"], env["cuda_runtime"]) == ("A100", 12040, 12040)
+    assert env["cupy-cuda12x"] == "9.9" and env["nvidia-nvcomp-cu12"] is None
+    assert set(PACKAGES) <= env.keys() and env["numpy"] == np.__version__
+
+
 def test_schema_rejects_a_zero_for_a_skipped_row(report: dict):
     broken = json.loads(json.dumps(report))
     row = next(r for r in broken["rows"] if r["status"].startswith("skipped"))
@@ -53,15 +76,16 @@ def test_decode_rate_agrees_with_an_independent_timing(report: dict):
         and r["codec"] == "zstd" and r["device"] == "cpu"
     )  # fmt: skip
     values = bench.sample_data(quick=True)["images"]
-    chunks = bench._chunks(values, 8 * 2**20)
+    chunks = raw_chunks(values, 8 * 2**20)
     payloads = [Zstd(3).encode(c) for c in chunks]
     start = time.perf_counter()
     for p in payloads:
         Zstd().decode(p)
     single_core = sum(c.nbytes for c in chunks) / (time.perf_counter() - start) / 1e9
     # The bench decodes on all cores and reports a median: within a generous factor of one
-    # core's rate, which still catches a unit error (x1000) or an unsynchronised clock.
-    assert single_core / 4 < row["value"] < single_core * 4 * (bench.os.cpu_count() or 1)
+    # core's rate (a busy shared machine moves both by several times), which still catches a
+    # unit error (x1000) or an unsynchronised clock.
+    assert single_core / 20 < row["value"] < single_core * 20 * (os.cpu_count() or 1)
     assert row["ratio"] == pytest.approx(
         sum(c.nbytes for c in chunks) / sum(map(len, payloads)), rel=0.02
     )
@@ -92,26 +116,6 @@ def test_a_corrupting_codec_fails_the_bench(monkeypatch: pytest.MonkeyPatch, cli
         bench.bench(quick=True, device="cpu", repeats=1)
     result = cli("bench", "--quick", "--device", "cpu", "--repeats", "1", "-q")
     assert result.code == 1 and "did not round-trip" in only_line(result.err)
-
-
-@pytest.mark.parametrize("spread", [False, True])
-def test_plot_is_a_png_with_one_bar_per_decode_row(report: dict, tmp_path: Path, spread: bool):
-    if spread:  # one codec 1,000x slower than the fastest (gzip against lz4): still a visible bar
-        report = copy.deepcopy(report)
-        decode = [r for r in report["rows"] if r["metric"] == "decode" and r["section"] == "codec"
-                  and r["value"] is not None]  # fmt: skip
-        decode[-1]["value"] = max(r["value"] for r in decode) / 1000
-    drawn = bench.plot(report, tmp_path / "b.png")
-    decode_rows = [r for r in report["rows"] if r["metric"] == "decode" and r["section"] == "codec"
-                   and r["value"] is not None]  # fmt: skip
-    assert drawn["bars"] == len(decode_rows)
-    with Image.open(tmp_path / "b.png") as image:
-        assert image.format == "PNG"
-        pixels = np.asarray(image.convert("RGB"))
-    bar = np.array([0x1F, 0x77, 0xB4])
-    row = np.all(np.abs(pixels[drawn["scan_row"]].astype(int) - bar) < 10, axis=1)
-    runs = int(np.sum(row[1:] & ~row[:-1]) + row[0])
-    assert runs == len(decode_rows)
 
 
 def test_cli_writes_json_markdown_and_plot(cli, tmp_path: Path):
@@ -145,16 +149,18 @@ def test_bench_on_a_given_store_and_bad_options(cli, tmp_path: Path):
     assert cli("bench", "--tune").code == 1
 
 
-def test_tune_recommends_a_command_that_works(cli, tmp_path: Path):
-    np.save(tmp_path / "x.npy", np.cumsum(np.ones((4000, 32), dtype=np.float32), axis=0))
-    gpuds.ingest([tmp_path / "x.npy"], tmp_path / "raw.zarr")
-    result = cli("bench", "--tune", tmp_path / "raw.zarr", "--quick", "--json", tmp_path / "t.json")
-    assert result.code == 0, result.err
-    tuned = json.loads((tmp_path / "t.json").read_text())
-    assert len(tuned["rows"]) == len(bench.TUNE_CODECS) * len(bench.TUNE_CHUNK_MB)
-    assert tuned["command"] in result.out.replace("\n", "")
-    args = tuned["command"].split()[1:]
-    args[args.index("OUT.zarr")] = str(tmp_path / "tuned.zarr")
-    done = cli(*args, "-q")
-    assert done.code == 0, done.err
-    assert gpuds.inspect(str(tmp_path / "tuned.zarr"), verify=True)["problems"] == []
+def test_bench_uses_only_public_names_of_other_modules():
+    # The bench measures what users get: through the public chunk service and codec APIs, never
+    # through another module's private names (which may change without notice).
+    package = Path(bench.__file__).parent
+    found = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.Attribute):
+                names = [node.attr]
+            else:
+                continue
+            found += [f"{path.name}: {n}" for n in names if n[:1] == "_" and n[:2] != "__"]
+    assert found == []

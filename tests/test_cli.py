@@ -9,6 +9,8 @@ import pytest
 
 import gpuds
 
+from .conftest import only_line
+
 COMMANDS = ["ingest", "inspect", "preprocess", "compress", "bench", "env"]
 
 
@@ -50,3 +52,33 @@ def test_debug_shows_the_traceback(tmp_path):
         text=True,
     )
     assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_a_misspelt_command_suggests_the_right_one(cli):
+    result = cli("inspct", "x.zarr")
+    assert result.code == 2 and "Did you mean 'inspect'" in result.err
+
+
+def test_an_error_the_user_can_fix_is_one_line(cli, tmp_path):
+    result = cli("inspect", tmp_path / "missing.zarr")
+    assert result.code == 1
+    assert only_line(result.err).startswith("error: ")
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), OSError(5, "Input/output error")])
+def test_anything_else_is_a_bug_and_says_so(cli, monkeypatch: pytest.MonkeyPatch, error):
+    import gpuds.api
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(gpuds.api, "inspect", fail)
+    result = cli("inspect", "x.zarr")
+    assert result.code == 1
+    line = only_line(result.err)
+    assert line.startswith(f"internal error: {type(error).__name__}: ")
+    assert "rerun with --debug" in line
+
+
+def test_the_version_alone_and_among_options_print_the_same(cli):
+    assert cli("--version").out == cli("--debug", "--version").out == f"gpuds {gpuds.__version__}\n"

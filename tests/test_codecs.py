@@ -72,7 +72,9 @@ def test_zstd_header_lying_about_its_size_is_refused_without_allocating():
     # Frame_Content_Size is the last header byte here (single segment, 1 byte): claim 255.
     payload[5] = 255
     codec = CpuChunkCodec(CodecConfig("zstd", 3, False), 1)
-    with pytest.raises(CorruptChunkError, match="declares 255 bytes, expected 100"):
+    with pytest.raises(
+        CorruptChunkError, match="its zstd frame header says 255 bytes, expected 100"
+    ):
         codec.decode([bytes(payload)], [100], ["c/0"])
 
 
@@ -114,16 +116,25 @@ def test_shard_index_round_trip_and_damage():
         read_index(shard[1:], 3, "c/0")  # a truncated front: the index points past the data
 
 
-def test_gpu_only_codecs_need_a_gpu():
-    for name in ("gdeflate", "bitcomp", "ans", "cascaded"):
-        with pytest.raises(ConfigError, match="needs a GPU"):
-            chunk_codec(CodecConfig(name), 4)
-        (_shuffle, nvcomp, checksum) = zarr_compressors(CodecConfig(name), 4)
-        assert checksum.to_dict() == {"name": "crc32c"}
-        assert nvcomp.to_dict() == {
-            "name": "gpuds.nvcomp",
-            "configuration": {"algorithm": name, "level": None},
-        }
+@pytest.mark.parametrize(
+    ("name", "data_type"),
+    [("gdeflate", None), ("bitcomp", "<i4"), ("ans", "|u1"), ("cascaded", "<i4")],
+)
+def test_gpu_only_codecs_need_a_gpu_and_record_what_decoding_needs(
+    name: str, data_type: str | None
+):
+    with pytest.raises(ConfigError, match="needs a GPU"):
+        chunk_codec(CodecConfig(name), 4)
+    config = CodecConfig(name, None, False)
+    (nvcomp, checksum) = zarr_compressors(config, 4, np.dtype(">i4"))
+    assert checksum.to_dict() == {"name": "crc32c"}
+    expected = {"algorithm": name, "level": None}
+    if data_type is not None:  # ans takes no 32-bit integers: bytes
+        expected["data_type"] = data_type
+    assert nvcomp.to_dict() == {"name": "gpuds.nvcomp", "configuration": expected}
+    # shuffled bytes are bytes to nvCOMP
+    (_shuffle, shuffled, _) = zarr_compressors(CodecConfig(name, None, True), 4, np.dtype("<i4"))
+    assert shuffled.to_dict()["configuration"].get("data_type") == (data_type and "|u1")
 
 
 _NAMES_GPU_CODEC = """

@@ -1,9 +1,13 @@
 """The nvCOMP codec: orchestration on the CPU through a test double, real nvCOMP on a GPU.
 
 The CPU tests replace ``nvidia.nvcomp`` and ``cupy`` with tests/nvcomp_double.py (a double that
-mimics nvCOMP's documented behaviour). They check what gpuds does around nvCOMP: one batched call
-per batch, the numcodecs.lz4 framing, the size checks, alignment, the byte shuffle, the import
-errors. They do not verify nvCOMP: the ``gpu`` tests at the end do, and skip without a device.
+mirrors nvCOMP's documented behaviour and, where the docs leave ``buffer_sizes`` open, runs under
+both readings). They check what gpuds does around nvCOMP: one batched call per batch, the
+numcodecs.lz4 framing, the byte shuffle, the size checks (headers, nvCOMP's size query, output
+capacities), alignment, threads and streams, the import errors. The double produces the
+portable bitstreams with the reference libraries, so a round trip through it says nothing about
+nvCOMP's bitstreams: tests are named for the orchestration they check. The ``gpu`` tests at the
+end verify nvCOMP itself, and skip without a device.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from gpuds.codecs.base import CodecConfig
 from gpuds.codecs.nvcomp import MAX_CHUNK_BYTES, NvcompChunkCodec
 from gpuds.errors import ConfigError, CorruptChunkError, DeviceError
 
-from .nvcomp_double import FakeCupy, NotEmulated, install
+from .nvcomp_double import FakeCupy, install, make_nvcomp
 
 GOLDEN = Path(__file__).parent / "golden"
 FIXTURES = json.loads((GOLDEN / "manifest.json").read_text())["fixtures"]
@@ -35,10 +39,14 @@ REFERENCE = {"zstd": Zstd, "gzip": GZip, "lz4": LZ4}
 PORTABLE = ("zstd", "lz4", "gzip")
 
 
-@pytest.fixture
-def double(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
-    """nvCOMP and CuPy replaced by the test double; ``calls``/``transfers`` count the traffic."""
+@pytest.fixture(params=["capacity", "decoded"], ids=["sizes=capacity", "sizes=decoded"])
+def double(
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> types.SimpleNamespace:
+    """nvCOMP and CuPy replaced by the test double; ``calls``/``transfers`` count the traffic.
+    Every test runs under both readings of ``buffer_sizes`` after ``decode(out=...)``."""
     nvcomp, cupy = install(monkeypatch, nvmod)
+    nvcomp.Codec.BUFFER_SIZES = request.param
     return types.SimpleNamespace(
         nvcomp=nvcomp, cupy=cupy, calls=nvcomp.Codec.calls, transfers=cupy.transfers
     )
@@ -76,28 +84,41 @@ def _shard(payloads: list[bytes], lead: int = 3) -> tuple[np.ndarray, list[int],
     return buffer, offsets, [len(p) for p in payloads]
 
 
-# -- round trips and batching (double) ----------------------------------------------------------
+def _decode(codec: NvcompChunkCodec, entry: str, payloads: list[bytes], sizes: list[int],
+            keys: list[str]) -> bytes:  # fmt: skip
+    """Decode through one of the three entry points; the chunks concatenated."""
+    if entry == "host":
+        return b"".join(d.tobytes() for d in codec.decode(payloads, sizes, keys))
+    if entry == "to_device":
+        return bytes(codec.decode_to_device(payloads, sizes, keys).tobytes())
+    return bytes(codec.decode_device(*_shard(payloads), sizes, keys).tobytes())
+
+
+ENTRIES = ["host", "to_device", "device"]
+
+
+# -- batching and transfers (double) ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", PORTABLE)
 @pytest.mark.parametrize(("itemsize", "shuffle"), [(1, False), (2, True), (4, False), (8, True)])
-def test_round_trip_is_one_call_and_one_transfer_each_way(
+def test_a_batch_is_one_nvcomp_call_and_one_transfer_each_way(
     double: types.SimpleNamespace, name: str, itemsize: int, shuffle: bool
 ):
     codec = NvcompChunkCodec(CodecConfig(name, None, shuffle), itemsize)
     chunks = _chunks(itemsize)
     payloads = codec.encode(chunks)
-    assert double.calls == {"encode": 1} and double.transfers == {"to_device": 1}
+    assert double.calls["encode"] == 1 and double.transfers == {"to_device": 1}
     keys = [f"c/{i}" for i in range(len(chunks))]
     decoded = codec.decode(payloads, [c.size for c in chunks], keys)
-    assert double.calls == {"encode": 1, "decode": 1}
+    assert double.calls["decode"] == 1
     assert double.transfers == {"to_device": 2, "to_host": 1}
     assert [d.tobytes() for d in decoded] == [c.tobytes() for c in chunks]
 
 
 @pytest.mark.parametrize("name", PORTABLE)
 @pytest.mark.parametrize(("itemsize", "shuffle"), [(1, False), (4, True)])
-def test_payloads_are_what_numcodecs_decodes(
+def test_gpu_encode_frames_and_shuffles_as_numcodecs_decodes(
     double: types.SimpleNamespace, name: str, itemsize: int, shuffle: bool
 ):
     chunks = _chunks(itemsize)
@@ -113,25 +134,24 @@ def test_lz4_payload_is_exactly_numcodecs_lz4_framing(double: types.SimpleNamesp
     assert payload == bytes(LZ4().encode(raw))
 
 
+@pytest.mark.parametrize("entry", ENTRIES)
 @pytest.mark.parametrize("name", PORTABLE)
 @pytest.mark.parametrize(("itemsize", "shuffle"), [(1, False), (8, True)])
-def test_decodes_numcodecs_payloads_from_host_and_device(
-    double: types.SimpleNamespace, name: str, itemsize: int, shuffle: bool
+def test_each_entry_point_strips_the_framing_unshuffles_and_lays_out_numcodecs_chunks(
+    double: types.SimpleNamespace, name: str, itemsize: int, shuffle: bool, entry: str
 ):
     codec = NvcompChunkCodec(CodecConfig(name, 5, shuffle), itemsize)
     chunks = _chunks(itemsize)
     payloads = [_reference_encode(name, c, shuffle, itemsize) for c in chunks]
     sizes, keys = [c.size for c in chunks], [f"k/{i}" for i in range(len(chunks))]
-    decoded = codec.decode(payloads, sizes, keys)
-    assert [d.tobytes() for d in decoded] == [c.tobytes() for c in chunks]
-    buffer, offsets, lengths = _shard(payloads)
-    out = codec.decode_device(buffer, offsets, lengths, sizes, keys)
-    assert out.tobytes() == b"".join(c.tobytes() for c in chunks)
-    assert double.calls == {"decode": 2}
+    assert _decode(codec, entry, payloads, sizes, keys) == b"".join(c.tobytes() for c in chunks)
+    assert double.calls["decode"] == 1
+    # lz4's prefix is framing: nvCOMP measures every block (zstd and gzip declare their size)
+    assert double.calls["size"] == (len(chunks) if name == "lz4" else 0)
 
 
 @pytest.mark.parametrize("case", FIXTURES, ids=lambda case: str(case["file"]))
-def test_golden_fixtures_decode_through_the_gpu_path(
+def test_golden_fixtures_pass_the_gpu_paths_checks_framing_and_unshuffle(
     double: types.SimpleNamespace, case: dict[str, Any]
 ):
     raw = (GOLDEN / case["raw"]).read_bytes()
@@ -139,19 +159,33 @@ def test_golden_fixtures_decode_through_the_gpu_path(
     codec = NvcompChunkCodec(
         CodecConfig(case["codec"], case["level"], case["shuffle"]), case["itemsize"]
     )
-    (decoded,) = codec.decode([payload], [len(raw)], [case["file"]])
-    assert decoded.tobytes() == raw
-    buffer, offsets, lengths = _shard([payload], lead=1)
-    assert codec.decode_device(buffer, offsets, lengths, [len(raw)], ["k"]).tobytes() == raw
+    for entry in ENTRIES:
+        assert _decode(codec, entry, [payload], [len(raw)], [case["file"]]) == raw
 
 
-def test_misaligned_device_payloads_are_repacked(double: types.SimpleNamespace):
-    double.nvcomp.Codec.ALIGNMENT = 16
+@pytest.mark.parametrize("align", [4, 8, 16])  # 16: the documented maximum
+@pytest.mark.parametrize("entry", ["to_device", "device"])
+def test_every_entry_nvcomp_sees_meets_its_alignment(
+    double: types.SimpleNamespace, align: int, entry: str
+):
+    double.nvcomp.Codec.ALIGNMENT = align  # the double refuses a misaligned entry
     codec = NvcompChunkCodec(CodecConfig("zstd", None, True), 2)
     chunks = _chunks(2)
-    buffer, offsets, lengths = _shard(codec.encode(chunks), lead=5)
+    payloads = codec.encode(chunks)
     sizes = [c.size for c in chunks]
-    out = codec.decode_device(buffer, offsets, lengths, sizes, ["a", "b", "c", "d"])
+    got = _decode(codec, entry, payloads, sizes, ["a", "b", "c", "d"])
+    assert got == b"".join(c.tobytes() for c in chunks)
+
+
+def test_a_non_contiguous_device_buffer_is_made_contiguous(double: types.SimpleNamespace):
+    codec = NvcompChunkCodec(CodecConfig("gzip", None, False), 1)
+    chunks = _chunks(1)
+    buffer, offsets, lengths = _shard(codec.encode(chunks))
+    strided = np.zeros(2 * buffer.size, dtype=np.uint8)
+    strided[::2] = buffer
+    out = codec.decode_device(
+        strided[::2], offsets, lengths, [c.size for c in chunks], list("abcd")
+    )
     assert out.tobytes() == b"".join(c.tobytes() for c in chunks)
 
 
@@ -169,13 +203,34 @@ def test_codec_is_raw_with_the_chunk_limit_as_uncomp_chunk_size(double: types.Si
 
 def test_each_thread_gets_its_own_nvcomp_codec(double: types.SimpleNamespace):
     codec = NvcompChunkCodec(CodecConfig("zstd", None, False), 1)
-    threads = [threading.Thread(target=codec.encode, args=([_raw(100, 1)],)) for _ in range(2)]
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            payloads = codec.encode([_raw(100, 1)])
+            codec.decode(payloads, [100], ["k"])
+        except BaseException as e:  # the double refuses a codec shared between threads
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    codec.encode([_raw(100, 1)])
-    assert len(double.nvcomp.Codec.instances) == 3
+    work()
+    assert not errors
+    assert len(double.nvcomp.Codec.instances) == 5
+
+
+def test_a_new_current_stream_gets_a_codec_made_for_it(double: types.SimpleNamespace):
+    codec = NvcompChunkCodec(CodecConfig("zstd", None, False), 1)
+    first, second = double.cupy.cuda.Stream(), double.cupy.cuda.Stream()
+    for stream in (first, second, first):
+        with stream:
+            codec.encode([_raw(100, 1)])
+    made = [c.kwargs["cuda_stream"] for c in double.nvcomp.Codec.instances]
+    assert made == [first.ptr, second.ptr, first.ptr]
+    assert all(e["codec_stream"] == e["current_stream"] for e in double.nvcomp.Codec.log)
 
 
 def test_empty_batches_touch_nothing(monkeypatch: pytest.MonkeyPatch):
@@ -184,13 +239,58 @@ def test_empty_batches_touch_nothing(monkeypatch: pytest.MonkeyPatch):
     assert codec.encode([]) == [] and codec.decode([], [], []) == []
 
 
+def test_empty_batches_never_reach_nvcomp_which_refuses_them(double: types.SimpleNamespace):
+    codec = NvcompChunkCodec(CodecConfig("lz4"), 1)
+    assert codec.decode_to_device([], [], []).size == 0
+    assert codec.decode_device(np.zeros(8, np.uint8), [], [], [], []).size == 0
+    assert double.calls == {} and not double.nvcomp.Codec.instances
+    with pytest.raises(ValueError, match="empty sizes table"):
+        double.nvcomp.as_arrays(np.zeros(8, np.uint8), [], [])
+
+
+def test_the_double_refuses_what_nvcomps_docs_say_is_refused(double: types.SimpleNamespace):
+    """Guards the double's honesty: the refusals the code is tested against stay in it."""
+    nv = double.nvcomp
+    buffer = double.cupy.empty(64, dtype=np.uint8)
+    with pytest.raises(ValueError, match="empty sizes table"):
+        nv.as_arrays(buffer, [], [])
+    with pytest.raises(ValueError, match="empty list of sources"):
+        nv.as_arrays([])
+    with pytest.raises(ValueError, match="contiguous"):
+        nv.as_arrays(buffer[::2], [0], [8])
+    codec = nv.Codec(algorithm="Zstd", bitstream_kind=nv.BitstreamKind.RAW)
+    assert codec.get_required_decompression_alignment() == 16
+    frame = np.frombuffer(bytes(Zstd().encode(_raw(100, 1))), dtype=np.uint8)
+    source = double.cupy.asarray(np.concatenate([np.zeros(16, np.uint8), frame]))
+    with pytest.raises(ValueError, match="not aligned to 16"):
+        codec.decode(nv.as_arrays(source, [8], [frame.size]))
+    good = nv.as_arrays(source, [16], [frame.size])
+    with pytest.raises(ValueError, match="too small"):
+        codec.decode(good, out=nv.as_arrays(double.cupy.empty(96, dtype=np.uint8), [0], [96]))
+    out = nv.as_arrays(double.cupy.empty(128, dtype=np.uint8), [0], [128])
+    expected = {"capacity": [128], "decoded": [100]}[nv.Codec.BUFFER_SIZES]
+    assert codec.decode(good, out=out).buffer_sizes == expected
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _catch(errors, codec.decode, good))
+    thread.start()
+    thread.join()
+    assert [type(e) for e in errors] == [RuntimeError]
+
+
+def _catch(errors: list[BaseException], fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except BaseException as e:
+        errors.append(e)
+
+
 def test_mismatched_lengths_are_refused(double: types.SimpleNamespace):
     codec = NvcompChunkCodec(CodecConfig("zstd"), 1)
     with pytest.raises(ValueError, match="one length"):
         codec.decode([b"x"], [1, 2], ["a"])
 
 
-# -- size checks (double) -------------------------------------------------------------------------
+# -- size checks (double, under both readings of buffer_sizes) ----------------------------------
 
 
 def _batch_with(bad: bytes, name: str, size: int) -> tuple[list[bytes], list[int], list[str]]:
@@ -198,53 +298,60 @@ def _batch_with(bad: bytes, name: str, size: int) -> tuple[list[bytes], list[int
     return [good[0], bad, good[1]], [800, size, 800], ["c/0", "c/7", "c/2"]
 
 
-@pytest.mark.parametrize("device", [False, True])
-def test_lying_lz4_prefix_is_refused_before_decoding(double: types.SimpleNamespace, device: bool):
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_lying_lz4_prefix_is_refused_before_decoding(double: types.SimpleNamespace, entry: str):
     codec = NvcompChunkCodec(CodecConfig("lz4", None, False), 1)
     payload = bytearray(LZ4().encode(_raw(1000, 1)))
     payload[:4] = (10**9).to_bytes(4, "little")
     payloads, sizes, keys = _batch_with(bytes(payload), "lz4", 1000)
-    with pytest.raises(CorruptChunkError, match="corrupt chunk c/7: its lz4 size prefix claims"):
-        if device:
-            codec.decode_device(*_shard(payloads), sizes, keys)
-        else:
-            codec.decode(payloads, sizes, keys)
+    with pytest.raises(CorruptChunkError, match="corrupt chunk c/7: its lz4 size prefix says"):
+        _decode(codec, entry, payloads, sizes, keys)
     assert double.calls["decode"] == 0
 
 
-@pytest.mark.parametrize(
-    ("actual", "match"), [(600, "decoded to 600 bytes"), (1400, "cannot decode")]
-)
-@pytest.mark.parametrize("device", [False, True])
-def test_lz4_block_of_another_size_is_a_corrupt_chunk(
-    double: types.SimpleNamespace, actual: int, match: str, device: bool
+@pytest.mark.parametrize("actual", [600, 1400])
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_lz4_block_of_another_size_is_refused_by_nvcomps_size_query(
+    double: types.SimpleNamespace, actual: int, entry: str
 ):
+    """A truthful prefix around a block of another size: only nvCOMP can tell, and gpuds asks
+    it before decoding (``buffer_sizes`` may report capacities, which would hide a short one)."""
     codec = NvcompChunkCodec(CodecConfig("lz4", None, False), 1)
     block = bytes(LZ4().encode(_raw(actual, 1)))[4:]
     payloads, sizes, keys = _batch_with((1000).to_bytes(4, "little") + block, "lz4", 1000)
-    with pytest.raises(CorruptChunkError, match=f"corrupt chunk c/7: .*{match}"):
-        if device:
-            codec.decode_device(*_shard(payloads), sizes, keys)
-        else:
-            codec.decode(payloads, sizes, keys)
+    with pytest.raises(
+        CorruptChunkError, match=f"corrupt chunk c/7: nvCOMP finds it decodes to {actual} bytes"
+    ):
+        _decode(codec, entry, payloads, sizes, keys)
+    assert double.calls["decode"] == 0
 
 
 @pytest.mark.parametrize(
     ("name", "match"),
-    [("zstd", "its zstd frame claims 999 bytes"), ("gzip", "its gzip trailer claims 999 bytes")],
+    [("zstd", "its zstd frame header says 999 bytes"), ("gzip", "its gzip trailer says 999 bytes")],
 )
-@pytest.mark.parametrize("device", [False, True])
+@pytest.mark.parametrize("entry", ENTRIES)
 def test_zstd_and_gzip_declared_sizes_are_checked_first(
-    double: types.SimpleNamespace, name: str, match: str, device: bool
+    double: types.SimpleNamespace, name: str, match: str, entry: str
 ):
     codec = NvcompChunkCodec(CodecConfig(name, None, False), 1)
     payloads, sizes, keys = _batch_with(_reference_encode(name, _raw(999, 1), False, 1), name, 1000)
     with pytest.raises(CorruptChunkError, match=f"corrupt chunk c/7: {match}, expected 1000"):
-        if device:
-            codec.decode_device(*_shard(payloads), sizes, keys)
-        else:
-            codec.decode(payloads, sizes, keys)
+        _decode(codec, entry, payloads, sizes, keys)
     assert double.calls["decode"] == 0
+
+
+def test_a_zstd_frame_without_its_size_is_measured_by_nvcomp(double: types.SimpleNamespace):
+    codec = NvcompChunkCodec(CodecConfig("zstd", None, False), 1)
+    encoded = bytes(Zstd().encode(_raw(1000, 1)))
+    descriptor = encoded[4]
+    assert descriptor & 0x23 == 0x20  # single segment, no dictionary: the size follows
+    size_bytes = (1, 2, 4, 8)[descriptor >> 6]
+    # the same frame without Frame_Content_Size: not single-segment, a 1 KiB Window_Descriptor
+    frame = encoded[:4] + bytes([descriptor & 0x1F, 0x00]) + encoded[5 + size_bytes :]
+    assert bytes(Zstd().decode(frame)) == _raw(1000, 1).tobytes()
+    with pytest.raises(CorruptChunkError, match="corrupt chunk k: nvCOMP cannot read its decoded"):
+        codec.decode([frame], [1000], ["k"])
 
 
 @pytest.mark.parametrize(
@@ -253,18 +360,19 @@ def test_zstd_and_gzip_declared_sizes_are_checked_first(
         ("zstd", b"not a zstd frame at all", "not a zstd frame"),
         ("gzip", b"\x1f\x8b" + bytes(26) + (1000).to_bytes(4, "little"), "cannot decode"),
         ("gzip", b"PK", "not a gzip member"),
-        ("lz4", (1000).to_bytes(4, "little") + b"\xff" * 9, "cannot decode"),
-        ("lz4", b"\x01\x02", "too short"),
+        ("lz4", (1000).to_bytes(4, "little") + b"\xff" * 9, "cannot read its decoded size"),
+        ("lz4", b"\x01\x02", "shorter than the 4-byte lz4 size prefix"),
     ],
     ids=["zstd-magic", "gzip-deflate", "gzip-magic", "lz4-block", "lz4-short"],
 )
+@pytest.mark.parametrize("entry", ENTRIES)
 def test_garbage_is_a_corrupt_chunk_naming_its_key(
-    double: types.SimpleNamespace, name: str, bad: bytes, match: str
+    double: types.SimpleNamespace, name: str, bad: bytes, match: str, entry: str
 ):
     codec = NvcompChunkCodec(CodecConfig(name, None, False), 1)
     payloads, sizes, keys = _batch_with(bad, name, 1000)
     with pytest.raises(CorruptChunkError, match=f"corrupt chunk c/7: .*{match}"):
-        codec.decode(payloads, sizes, keys)
+        _decode(codec, entry, payloads, sizes, keys)
 
 
 def test_device_ranges_outside_the_buffer_are_corrupt(double: types.SimpleNamespace):
@@ -287,17 +395,53 @@ def test_expected_size_over_nvcomp_decode_limit_is_a_device_error(double: types.
         codec.decode([b"x"], [1 << 26], ["k"])
 
 
-def test_none_is_a_size_checked_pass_through(double: types.SimpleNamespace):
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_none_is_a_size_checked_pass_through(double: types.SimpleNamespace, entry: str):
     codec = NvcompChunkCodec(CodecConfig("none", None, True), 4)
     chunks = _chunks(4)
     payloads = codec.encode(chunks)
     assert payloads == [c.tobytes() for c in chunks]
     sizes = [c.size for c in chunks]
-    out = codec.decode_device(*_shard(payloads), sizes, list("abcd"))
-    assert out.tobytes() == b"".join(payloads)
-    with pytest.raises(CorruptChunkError, match="corrupt chunk b: 148 bytes, expected 149"):
-        codec.decode(payloads, [sizes[0], sizes[1] + 1, *sizes[2:]], list("abcd"))
+    assert _decode(codec, entry, payloads, sizes, list("abcd")) == b"".join(payloads)
+    with pytest.raises(CorruptChunkError, match="corrupt chunk b: its length says 148 bytes"):
+        _decode(codec, entry, payloads, [sizes[0], sizes[1] + 1, *sizes[2:]], list("abcd"))
     assert double.calls == {}
+
+
+# -- the nvCOMP-only codecs (double's stand-in bitstreams) --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "dtype", "shuffle", "data_type"),
+    [
+        ("gdeflate", "float32", True, None),
+        ("bitcomp", "int16", False, "<i2"),
+        ("bitcomp", "float64", True, "|u1"),
+        ("ans", "float16", False, "<f2"),
+        ("cascaded", ">i8", False, "<i8"),
+    ],
+)
+@pytest.mark.parametrize("entry", ENTRIES)
+def test_nvcomp_only_codecs_pass_their_options_and_are_measured_before_decoding(
+    double: types.SimpleNamespace,
+    name: str,
+    dtype: str,
+    shuffle: bool,
+    data_type: str | None,
+    entry: str,
+):
+    itemsize = np.dtype(dtype).itemsize
+    codec = NvcompChunkCodec(CodecConfig(name, None, shuffle), itemsize, dtype)
+    chunks = _chunks(itemsize)
+    payloads = codec.encode(chunks)
+    sizes, keys = [c.size for c in chunks], [f"k/{i}" for i in range(len(chunks))]
+    assert _decode(codec, entry, payloads, sizes, keys) == b"".join(c.tobytes() for c in chunks)
+    made = {c.kwargs.get("data_type") for c in double.nvcomp.Codec.instances}
+    assert made == {data_type}
+    assert double.calls["size"] == len(chunks)  # no header gpuds reads: nvCOMP's size query
+    wrong = [*sizes[:1], sizes[1] + itemsize, *sizes[2:]]
+    with pytest.raises(CorruptChunkError, match="corrupt chunk k/1: nvCOMP finds it decodes to"):
+        _decode(codec, entry, payloads, wrong, keys)
 
 
 # -- options (no double needed) ------------------------------------------------------------------
@@ -330,8 +474,6 @@ def test_nvcomp_options_are_documented_ones(
     codec = NvcompChunkCodec(CodecConfig(name, level, shuffle), itemsize, dtype)
     assert codec.nvcomp_options == options
     # the double rejects any option nvCOMP 6 does not document for the algorithm
-    from .nvcomp_double import make_nvcomp
-
     nv = make_nvcomp()
     nv.Codec(
         algorithm=nvmod.NVCOMP_ALGORITHMS[name], bitstream_kind=nv.BitstreamKind.RAW, **options
@@ -342,15 +484,15 @@ def test_nvcomp_options_are_documented_ones(
     ("name", "level", "match"),
     [
         ("gzip", 10, "gzip levels are 0 to 9, got 10"),
-        ("gdeflate", 6, "0..5"),
-        ("cascaded", -1, ">= 0"),
-        ("ans", 1, "nvCOMP's ans has no level"),
-        ("bitcomp", 0, "nvCOMP's bitcomp has no level"),
+        ("gdeflate", 6, "gdeflate levels are 0 to 5, got 6"),
+        ("cascaded", -1, "cascaded levels are 0 or more, got -1"),
+        ("ans", 1, "codec ans takes no level, got 1"),
+        ("bitcomp", 0, "codec bitcomp takes no level, got 0"),
     ],
 )
-def test_invalid_levels_are_config_errors(name: str, level: int, match: str):
+def test_invalid_levels_are_config_errors_before_any_gpu_work(name: str, level: int, match: str):
     with pytest.raises(ConfigError, match=match):
-        NvcompChunkCodec(CodecConfig(name, level, True), 4)
+        CodecConfig(name, level, True)
 
 
 def test_dtype_must_match_itemsize():
@@ -358,13 +500,10 @@ def test_dtype_must_match_itemsize():
         NvcompChunkCodec(CodecConfig("bitcomp"), 4, "float64")
 
 
-def test_nvcomp_only_codecs_reach_nvcomp_with_their_options(double: types.SimpleNamespace):
-    codec = NvcompChunkCodec(CodecConfig("cascaded", 1, False), 4, "int32")
-    with pytest.raises(NotEmulated):
-        codec.encode(_chunks(4))
-    (made,) = double.nvcomp.Codec.instances
-    assert made.kwargs["algorithm"] == "Cascaded"
-    assert made.kwargs["compression_level"] == 1 and made.kwargs["data_type"] == "<i4"
+def test_a_recorded_data_type_wins_over_the_fields_dtype():
+    config = CodecConfig("cascaded", 1, False, "|u1")  # as read from a stored chain
+    codec = NvcompChunkCodec(config, 4, "int32")
+    assert codec.nvcomp_options == {"compression_level": 1, "data_type": "|u1"}
 
 
 # -- imports -------------------------------------------------------------------------------------
@@ -506,7 +645,8 @@ def test_gpu_round_trips_nvcomp_only_codecs(gpu: Any, name: str, dtype: str, shu
 @pytest.mark.parametrize("name", ["lz4", "gdeflate", "cascaded"])
 @pytest.mark.parametrize("factor", [0.5, 2.0])
 def test_gpu_wrong_decoded_size_is_a_corrupt_chunk(gpu: Any, name: str, factor: float):
-    """Pins nvCOMP's behaviour the size checks rely on: ``out=`` capacity and ``buffer_sizes``."""
+    """Pins the size checks on real nvCOMP: its size query (lz4, nvCOMP-only formats) and the
+    ``out=`` capacity, whatever ``buffer_sizes`` reports."""
     codec = NvcompChunkCodec(CodecConfig(name, None, False), 1)
     good, bad = codec.encode([_raw(4000, 1, 1), _raw(int(4000 * factor), 1, 2)])
     if name == "lz4":  # a truthful prefix around a block of another size

@@ -14,7 +14,7 @@ import pytest
 import zarr
 
 import gpuds
-from gpuds.errors import SourceError
+from gpuds.errors import ConfigError, SourceError
 
 from .conftest import only_line, plain_zarr_read, tree_hash
 
@@ -243,3 +243,51 @@ def test_chunks_never_exceed_the_dataset(cli, tmp_path: Path):
     np.save(tmp_path / "few.npy", np.arange(5, dtype="i4"))
     assert cli("ingest", tmp_path / "few.npy", "-o", tmp_path / "o.zarr", "-q").code == 0
     assert zarr.open_group(tmp_path / "o.zarr")["few"].chunks == (8,)
+
+
+def test_options_recorded_in_the_history_ingest_the_sources_again(arrays, tmp_path: Path):
+    options = gpuds.ReadOptions(fields=("x", "a"), strict_fields=False)
+    gpuds.ingest([arrays["x"], arrays["y"]], tmp_path / "a.zarr", options=options)
+    first = gpuds.read_info(zarr.open_group(tmp_path / "a.zarr", mode="r"), parsed=True)
+    settings = first.history[0]["settings"]
+    assert settings["codec"] == {"name": "zstd", "configuration": {"level": 1, "checksum": True}}
+    gpuds.ingest([arrays["x"], arrays["y"]], tmp_path / "b.zarr", options=settings["options"])
+    again = gpuds.read_info(zarr.open_group(tmp_path / "b.zarr", mode="r"), parsed=True)
+    assert again.fingerprint == first.fingerprint and list(again.fields) == ["x", "a"]
+    assert again.history[0]["settings"]["options"] == settings["options"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"field": ["x"]}, r"Unknown read option\(s\) field; valid: delimiter, fields"),
+        ({"fields": "x"}, r"'fields' to be a list of names, got 'x'"),
+        ({"resize": [0, 4]}, r"'resize' to be \[height, width\] or \"HxW\", got \[0, 4\]"),
+        ({"resize": "4y4"}, r"Expected a size as HxW"),
+        ({"header": "yes"}, r"'header' to be a bool, got 'yes'"),
+    ],
+)
+def test_options_as_a_mapping_are_checked(arrays, tmp_path: Path, options, message: str):
+    with pytest.raises(ConfigError, match=message):
+        gpuds.ingest([arrays["x"]], tmp_path / "a.zarr", options=options)
+    assert not (tmp_path / "a.zarr").exists()
+
+
+def test_every_format_is_one_registry_line_naming_its_reader(tmp_path: Path):
+    from gpuds.sources import FORMATS, detect_format
+
+    assert list(FORMATS) == ["npy", "npz", "images", "csv", "parquet", "hdf5", "zarr"]
+    for name, reader in FORMATS.items():
+        assert reader.load().format == name
+        for suffix in reader.suffixes:
+            (tmp_path / f"a{suffix.upper()}").write_bytes(b"")
+            assert detect_format(tmp_path / f"a{suffix.upper()}") == name
+    (tmp_path / "t.tsv.zst").write_bytes(b"")
+    assert detect_format(tmp_path / "t.tsv.zst") == "csv"
+    (tmp_path / "x.npy.gz").write_bytes(b"")
+    with pytest.raises(SourceError, match=r"cannot tell the format from the suffix '.gz'"):
+        detect_format(tmp_path / "x.npy.gz")
+    (tmp_path / "old" / "sub").mkdir(parents=True)
+    assert detect_format(tmp_path / "old") == "images"
+    (tmp_path / "old" / ".zgroup").write_text("{}")
+    assert detect_format(tmp_path / "old") == "zarr"

@@ -206,5 +206,7 @@ def test_round_trip_without_refitting(xp: Any) -> None:
     out = out.get() if hasattr(out, "get") else out
     assert out.dtype == np.int8
     np.testing.assert_array_equal(out, reference["x"])
-    with pytest.raises(ConfigError, match=r"expected a mapping with min and max and per='none'"):
+    with pytest.raises(ConfigError, match=r"fitted with per=None, the op has per='none'"):
         rebuilt.load_stats({"x": {"min": [1]}})
+    with pytest.raises(ConfigError, match=r"field 'x': expected a mapping with min and max, got"):
+        rebuilt.load_stats({})

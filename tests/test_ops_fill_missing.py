@@ -254,5 +254,7 @@ def test_round_trip_without_refitting(xp: Any) -> None:
         got = out[name].get() if hasattr(out[name], "get") else out[name]
         assert got.dtype == first[name].dtype
         np.testing.assert_array_equal(got, first[name])
-    with pytest.raises(ConfigError, match=r"expected a mapping with 'value' and per='channel'"):
+    with pytest.raises(ConfigError, match=r"fitted with per=None, the op has per='channel'"):
         again.load_stats({"x": {"value": [1.0]}})
+    with pytest.raises(ConfigError, match=r"field 'x': expected a mapping with value, got None"):
+        again.load_stats({})

@@ -11,7 +11,7 @@ import zarr
 
 import gpuds
 from gpuds.backend import probe_cuda
-from gpuds.ops.base import Block, Spec
+from gpuds.ops.base import BarrierInput, Block, Spec
 from gpuds.ops.shuffle import Shuffle
 
 from .conftest import only_line, tree_hash
@@ -99,12 +99,13 @@ def test_shuffle_is_a_permutation_and_not_the_identity(tmp_path: Path):
     assert not any((tmp_path / "p.zarr").rglob("bucket-*")), "scratch buckets are removed"
 
 
-def _shuffle_positions(tmp_path: Path, n: int, seed: int, buckets: int) -> np.ndarray:
-    op = Shuffle({"seed": seed})
-    op.buckets = buckets
+def _shuffle_positions(tmp_path: Path, n: int, seed: int, memory: int) -> np.ndarray:
+    op = Shuffle({"op": "shuffle", "seed": seed})
     spec = {"v": Spec(np.dtype(np.int64), ())}
     blocks = iter([Block({"v": np.arange(n)}, np.arange(n))])
-    shuffled = op.materialize(blocks, spec, tmp_path / f"w{seed}", has_split=False)
+    at = BarrierInput(tmp_path / f"w{seed}", samples=n, memory_bytes=memory, has_split=False)
+    shuffled = op.materialize(blocks, spec, at)
+    assert op.buckets == 3, "the test must exercise several buckets"
     return np.concatenate([b.fields["v"] for b in shuffled.blocks(4)])
 
 
@@ -112,7 +113,8 @@ def test_shuffle_positions_are_uniform_over_seeds(tmp_path: Path):
     n, runs = 6, 1200
     counts = np.zeros((n, n))
     for seed in range(runs):
-        order = _shuffle_positions(tmp_path, n, seed, buckets=3)
+        # 24 bytes a sample (value, input index, permutation): 384 bytes give 3 buckets.
+        order = _shuffle_positions(tmp_path, n, seed, memory=384)
         counts[order, np.arange(n)] += 1  # counts[value, position]
     expected = runs / n
     # Positions of one value are a multinomial; use the 5 free cells of each of 5 free rows.
@@ -203,7 +205,10 @@ def test_toml_config(cli, tmp_path: Path):
         ("ops: [{op: split, fractions: [0.5, 0.5], stratify: nope}]", "no field(s) 'nope'"),
         ("ops: [{op: split, fractions: [0.5, 0.5], stratify: x}]", "one integer class"),
         ("ops: [{op: sample, count: 1000}]", "asks for 1000 samples but only 200"),
-        ("ops: [{op: split, fractions: [.5, .5]}, {op: split, fractions: [.5, .5]}]", "only one"),
+        (
+            "ops: [{op: split, fractions: [.5, .5]}, {op: split, fractions: [.5, .5]}]",
+            "ops[1]: only one op may assign splits ('split' already does)",
+        ),
         ("ops: [{op: shuffle}\n  - bad", "invalid YAML"),
         ("seed: -1\nops: [{op: shuffle}]", "'seed' must be an integer >= 0"),
     ],

@@ -11,7 +11,7 @@ import zarr
 from PIL import Image
 
 import gpuds
-from gpuds.cli import Frames
+from gpuds.cli.options import Frames
 from gpuds.errors import ConfigError, SourceError
 from gpuds.sources.base import ReadOptions
 from gpuds.sources.images import FRAMES, ImageFolderSource

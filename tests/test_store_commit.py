@@ -23,7 +23,7 @@ import zarr.storage
 import gpuds
 from gpuds import commit
 from gpuds.errors import StoreError, StoreExistsError
-from gpuds.store import StoreWriter, open_store
+from gpuds.store import StoreInfo, StoreWriter, open_store
 from tests.conftest import only_line
 
 OLD = np.zeros(6, "f4")
@@ -35,7 +35,7 @@ def _write(out: Path, values: np.ndarray, **kw: Any) -> Path:
         f = w.create_field("x", values.dtype, values.shape[1:], length=len(values), chunk=4)
         f.append(values)
         f.finish()
-        return w.commit({"fields": {"x": "array"}})
+        return w.commit(StoreInfo(num_samples=len(values), fields={"x": "array"}))
 
 
 def _hidden(folder: Path) -> list[str]:
@@ -105,9 +105,9 @@ def test_second_of_two_racing_writers_fails_and_the_first_store_stays(tmp_path: 
             f = writer.create_field("x", values.dtype, (), length=len(values), chunk=4)
             f.append(values)
             f.finish()
-        first.commit({"fields": {"x": "array"}})
+        first.commit(StoreInfo(num_samples=len(OLD), fields={"x": "array"}))
         with pytest.raises(StoreExistsError, match="appeared while this run was writing"):
-            second.commit({"fields": {"x": "array"}})
+            second.commit(StoreInfo(num_samples=len(NEW), fields={"x": "array"}))
     np.testing.assert_array_equal(_values(out), OLD)
     assert _hidden(tmp_path) == []
 
@@ -118,7 +118,7 @@ def test_overwrite_that_finds_a_folder_not_a_store_replaces_nothing(tmp_path: Pa
         out.mkdir()
         (out / "photo.jpg").write_bytes(b"precious")
         with pytest.raises(StoreExistsError, match="not a Zarr store"):
-            w.commit({})
+            w.commit(StoreInfo())
     assert (out / "photo.jpg").read_bytes() == b"precious"
     assert _hidden(tmp_path) == []
 
@@ -163,7 +163,7 @@ _KILLED_WRITER = textwrap.dedent(
     import os, sys
     import numpy as np
     from gpuds import commit
-    from gpuds.store import StoreWriter
+    from gpuds.store import StoreInfo, StoreWriter
 
     out, step, atomic = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
     real_rename, real_exchange = commit.rename_noreplace, commit.exchange
@@ -190,7 +190,7 @@ _KILLED_WRITER = textwrap.dedent(
         f = w.create_field("x", np.dtype("f4"), (), length=10, chunk=4)
         f.append(np.arange(10, dtype="f4"))
         f.finish()
-        w.commit({"fields": {"x": "array"}})
+        w.commit(StoreInfo(num_samples=10, fields={"x": "array"}))
     """
 )
 
@@ -335,8 +335,8 @@ def test_second_ctrl_c_removes_the_partial_and_exits_130_in_one_line(tmp_path: P
     with StoreWriter(raw) as w:
         f = w.create_field("x", np.dtype("u1"), (1024,), length=4096, chunk=256)
         f.append(np.ones((4096, 1024), "u1"))
-        fingerprint = f.finish()
-        w.commit({"num_samples": 4096, "fields": {"x": "array"}, "fingerprint": fingerprint})
+        f.finish()
+        w.commit(StoreInfo(num_samples=4096, fields={"x": "array"}))
     out_dir = tmp_path / "out"
     out_dir.mkdir()
     args = ["preprocess", raw, "-o", out_dir / "p.zarr", "--cast", "x=float32"]

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gpuds.codecs import registry
 from gpuds.codecs.base import CodecConfig
 from gpuds.codecs.cpu import CpuChunkCodec
 from gpuds.errors import CorruptChunkError
@@ -44,28 +45,29 @@ MIN_RATIO = 1.05
 """A candidate must store at most 1/1.05 of the raw bytes to count as compressing."""
 SLOWER_CLASS_GAIN = 1.10
 """How much better a slower class's ratio must be to be worth its slower decoding."""
-SPEED_CLASS = {"lz4": 0, "zstd": 0, "gzip": 1}
-"""Decode speed class per codec, 0 fastest (docs/compress.md has the measured figures)."""
+SPEED_CLASS = {
+    s.name: s.speed_class for s in registry.auto_candidates() if s.speed_class is not None
+}
+"""Decode speed class per candidate codec, 0 fastest, declared by each codec module
+(docs/compress.md has the measured figures)."""
 SAMPLE_CHUNKS = 8
 
 
 def candidates(itemsize: int) -> list[CodecConfig]:
-    """The portable candidates tried for a dtype of ``itemsize`` bytes: zstd 3, lz4 and gzip 5,
-    each with and without byte shuffle (which does nothing to 1-byte values).
+    """The candidates tried for a dtype of ``itemsize`` bytes: the registry's
+    (:func:`~gpuds.codecs.registry.auto_candidates`: zstd 3, lz4 1 and gzip 5) at their default
+    levels, each with and without byte shuffle (which does nothing to 1-byte values).
 
     Examples
     --------
-    >>> [c.name for c in candidates(1)]
-    ['zstd', 'lz4', 'gzip']
+    >>> [(c.name, c.level) for c in candidates(1)]
+    [('zstd', 3), ('lz4', 1), ('gzip', 5)]
     """
-    found = []
-    for shuffle in (False, True) if itemsize > 1 else (False,):
-        found += [
-            CodecConfig("zstd", 3, shuffle),
-            CodecConfig("lz4", 1, shuffle),
-            CodecConfig("gzip", 5, shuffle),
-        ]
-    return found
+    return [
+        CodecConfig(spec.name, spec.default_level, shuffle)
+        for shuffle in ((False, True) if itemsize > 1 else (False,))
+        for spec in registry.auto_candidates()
+    ]
 
 
 def pick(rows: Sequence[dict[str, Any]], name_key: str = "name") -> int | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from gpuds.codecs import registry
 from gpuds.errors import ConfigError
 
 __all__ = [
@@ -32,23 +33,32 @@ __all__ = [
     "unshuffle_bytes",
 ]
 
-CODEC_NAMES = ("zstd", "lz4", "gzip", "gdeflate", "bitcomp", "ans", "cascaded", "none", "auto")
-"""``auto`` is resolved per field by :mod:`gpuds.codecs.auto` before anything is written."""
+CODEC_NAMES = registry.choices()
+"""Every ``--codec`` name (:func:`gpuds.codecs.registry.choices`); ``auto`` is resolved per
+field by :mod:`gpuds.codecs.auto` before anything is written."""
 
-LEVELS = {"zstd": (-131072, 22), "gzip": (0, 9), "lz4": (1, 65537)}
-"""Valid ``level`` per codec: zstd's own range (negative levels are its fast modes), zlib's, and
-LZ4's acceleration (higher is faster with a lower ratio)."""
+LEVELS = {
+    s.name: (s.levels[0], s.levels[1])
+    for s in registry.specs()
+    if s.cpu is not None and s.levels is not None and s.levels[1] is not None
+}
+"""Valid ``level`` per codec a CPU compresses, from the registry: zstd's own range (negative
+levels are its fast modes), zlib's, and LZ4's acceleration (higher is faster, lower ratio)."""
 
 
 @dataclass(frozen=True)
 class CodecConfig:
-    """What the user chose for one field: codec name, level, byte shuffle (None: decided per
-    field by ``gpuds compress`` from a trial on a sample, :func:`gpuds.codecs.auto.choose_shuffle`).
+    """One field's codec: name, level, byte shuffle (None: decided per field by ``gpuds
+    compress`` from a trial on a sample, :func:`gpuds.codecs.auto.choose_shuffle`) and, for the
+    nvCOMP-only codecs that take one, nvCOMP's ``data_type`` (None: derived from the field's dtype
+    when it is written; a stored chain records it, :mod:`gpuds.codecs.nvcomp_only`).
 
     Examples
     --------
     >>> CodecConfig.from_dict(CodecConfig("zstd", 3, True).to_dict())
     CodecConfig(name='zstd', level=3, shuffle=True)
+    >>> CodecConfig("cascaded", 2, False, "<i4").to_dict()
+    {'name': 'cascaded', 'level': 2, 'shuffle': False, 'data_type': '<i4'}
     >>> CodecConfig("gzip", 12)
     Traceback (most recent call last):
     ...
@@ -58,40 +68,57 @@ class CodecConfig:
     name: str = "zstd"
     level: int | None = None
     shuffle: bool | None = True
+    data_type: str | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in CODEC_NAMES:
-            raise ConfigError(f"Expected a codec in {', '.join(CODEC_NAMES)}, got {self.name!r}")
+        if self.name not in registry.choices():
+            names = ", ".join(registry.choices())
+            raise ConfigError(f"Expected a codec in {names}, got {self.name!r}")
         if self.level is not None and (
             isinstance(self.level, bool) or not isinstance(self.level, int)
         ):
             raise ConfigError(f"Expected an integer level, got {self.level!r}")
         if self.shuffle is not None and not isinstance(self.shuffle, bool):
             raise ConfigError(f"Expected shuffle to be true, false or unset, got {self.shuffle!r}")
+        if self.data_type is not None:
+            gpu = registry.get(self.name).gpu if self.name != registry.AUTO else None
+            valid = sorted(gpu.data_types) if gpu is not None else []
+            if self.data_type not in valid:
+                raise ConfigError(
+                    f"codec {self.name} takes "
+                    + (f"a data_type in {', '.join(valid)}" if valid else "no data_type")
+                    + f", got {self.data_type!r}"
+                )
         if self.level is None:
             return
-        if self.name in ("none", "auto"):
-            raise ConfigError(
-                f"codec {self.name} takes no level (auto tries zstd 3, lz4 1 and gzip 5), "
-                f"got {self.level}"
-            )
-        valid = LEVELS.get(self.name)
-        if valid is not None and not valid[0] <= self.level <= valid[1]:
-            what = "accelerations" if self.name == "lz4" else "levels"
-            raise ConfigError(f"{self.name} {what} are {valid[0]} to {valid[1]}, got {self.level}")
+        if self.name == registry.AUTO:
+            tried = ", ".join(f"{s.name} {s.default_level}" for s in registry.auto_candidates())
+            raise ConfigError(f"codec auto takes no level (it tries {tried}), got {self.level}")
+        error = registry.get(self.name).level_error(self.level)
+        if error is not None:
+            raise ConfigError(error)
+
+    def __repr__(self) -> str:
+        data_type = f", data_type={self.data_type!r}" if self.data_type is not None else ""
+        return (
+            f"CodecConfig(name={self.name!r}, level={self.level!r}, shuffle={self.shuffle!r}"
+            f"{data_type})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "level": self.level, "shuffle": self.shuffle}
+        data = {"name": self.name, "level": self.level, "shuffle": self.shuffle}
+        return data if self.data_type is None else {**data, "data_type": self.data_type}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CodecConfig:
-        unknown = sorted(set(data) - {"name", "level", "shuffle"})
+        keys = ("name", "level", "shuffle", "data_type")
+        unknown = sorted(set(data) - set(keys))
         if unknown:
             raise ConfigError(
-                f"codec: unknown key(s) {', '.join(unknown)}; valid: name, level, shuffle"
+                f"codec: unknown key(s) {', '.join(unknown)}; valid: {', '.join(keys)}"
             )
         shuffle = data.get("shuffle", True)
-        return cls(str(data.get("name", "zstd")), data.get("level"), shuffle)
+        return cls(str(data.get("name", "zstd")), data.get("level"), shuffle, data.get("data_type"))
 
 
 class ChunkCodec(ABC):

@@ -14,33 +14,45 @@ on NumPy or CuPy). The engine (:mod:`gpuds.preprocess`) drives each op through t
 3. **Apply.** :meth:`Op.reset` is called at the start of every pass that applies the op (it
    restores the op's seeded random state), then :meth:`Op.apply` on each block, in order.
 
+What else the engine needs an op declares with class attributes, never by its type:
+``fits_on_split`` (after a split, fit on the fit split only), ``barrier`` (the op needs every
+sample before it emits one: the engine hands it the whole stream, :meth:`Op.materialize`) and
+``assigns_split`` (the op sets each sample's split, :attr:`Op.split_names`).
+
 Array code is written once against ``xp = array_module(x)``; no op imports CuPy.
 Everything persisted round-trips: :meth:`Op.to_dict` gives the settings as they were configured,
-:meth:`Op.stats` the fitted statistics (JSON-safe), and ``from_dict`` rebuilds the op.
+:meth:`Op.stats` what the op fitted (JSON-safe), and :func:`gpuds.ops.make_op` rebuilds the op
+from both (:class:`gpuds.ops.stats.FittedOp`).
 """
 
 from __future__ import annotations
 
 from abc import ABC
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from gpuds.backend import array_module
 from gpuds.errors import ConfigError
 
 __all__ = [
+    "CODE_KINDS",
+    "BarrierInput",
     "Block",
     "Op",
-    "RunningMoments",
+    "Replay",
     "Spec",
     "check_keys",
     "parse_fields",
     "parse_number",
-    "reduce_axes",
+    "require_fields",
 ]
+
+
+CODE_KINDS = frozenset({"category", "label", "mask"})
+"""Field kinds that hold codes, not quantities (docs/FORMAT.md)."""
 
 
 @dataclass(frozen=True)
@@ -89,22 +101,62 @@ class Block:
         )
 
 
+@dataclass(frozen=True)
+class BarrierInput:
+    """What the engine hands a barrier op besides the stream (:meth:`Op.materialize`)."""
+
+    workdir: Path
+    """A scratch folder of its own (inside the partial output, removed before the commit)."""
+    samples: int
+    """At most this many samples arrive."""
+    memory_bytes: float
+    """The memory the op may hold."""
+    has_split: bool
+    """The blocks carry each sample's split, which must come out with it."""
+
+
+class Replay(Protocol):
+    """What a barrier op leaves for the ops after it: its samples, readable any number of
+    times."""
+
+    def __len__(self) -> int: ...
+
+    def blocks(self, block_samples: int) -> Iterator[Block]: ...
+
+
 class Op(ABC):
-    """One preprocessing operation; subclasses are registered by :attr:`name`."""
+    """One preprocessing operation; registered by :attr:`name` (:mod:`gpuds.ops`)."""
 
     name: ClassVar[str]
     keys: ClassVar[tuple[str, ...]] = ()
     """Config keys this op accepts besides ``op``."""
-    fit_passes: ClassVar[int] = 0
-    """Streaming passes the op needs to fit its statistics (0: nothing to fit)."""
+    fit_passes: int = 0
+    """Streaming passes the op needs to fit its statistics (0: nothing to fit); an op whose
+    config decides it sets it in ``__init__``."""
     fits_on_split: ClassVar[bool] = True
     """Whether, after a split, the op fits on the fit split only (e.g. ``train``)."""
+    barrier: ClassVar[bool] = False
+    """The op needs every sample before it emits one (``shuffle``): the engine ends a segment
+    with it and hands it the segment's whole stream (:meth:`materialize`)."""
+    assigns_split: ClassVar[bool] = False
+    """The op sets each sample's split (``Block.split`` indexes :attr:`split_names`); the output
+    then holds one subgroup per split. A pipeline holds at most one such op."""
+    split_names: Sequence[str] = ()
+    """The splits an ``assigns_split`` op assigns, in order."""
     seed: int = 0
-    """Seed of the op's random choices; the engine sets it from the config's ``seed``."""
+    """Seed of the op's random choices: the config's ``seed`` key for ops that accept one, else
+    the seed the engine gives (:func:`gpuds.ops.make_op`)."""
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        check_keys(config, self.keys, f"op {self.name!r}")
+        check_keys(config, self.keys, self.where)
         self.config = dict(config)
+        if "seed" in config:
+            self.seed = int(parse_number(config["seed"], f"{self.where}: seed", minimum=0))
+
+    @property
+    def where(self) -> str:
+        """How messages name the op: ``op 'clip'``."""
+        return f"op {self.name!r}"
 
     def to_dict(self) -> dict[str, Any]:
         """The op's settings, as configured (``{"op": name, ...}``)."""
@@ -130,9 +182,23 @@ class Op(ABC):
         """Transform one block."""
         return block
 
+    def materialize(
+        self, blocks: Iterator[Block], specs: dict[str, Spec], at: BarrierInput
+    ) -> Replay:
+        """(``barrier`` ops) Consume ``blocks`` of the fields ``specs`` within ``at``; return
+        what the ops after it read."""
+        raise NotImplementedError(f"{self.where} is not a barrier")
+
     def stats(self) -> dict[str, Any]:
-        """Fitted statistics, JSON-safe (empty for ops that fit nothing)."""
+        """What the op fitted, JSON-safe (empty for ops that fit nothing), recorded in the
+        store's ``stats``."""
         return {}
+
+    def load_stats(self, stats: Mapping[str, Any]) -> None:
+        """Apply statistics :meth:`stats` gave instead of fitting them (ops with statistics:
+        :class:`gpuds.ops.stats.FittedOp`); other ops have none to load."""
+        if stats:
+            raise ConfigError(f"{self.where} has no statistics to load, got {stats!r}")
 
     def counts(self) -> dict[str, Any]:
         """Counters of the last apply pass (e.g. samples dropped), JSON-safe."""
@@ -180,57 +246,3 @@ def require_fields(specs: Mapping[str, Spec], names: Sequence[str], where: str) 
             f"{where}: no field(s) {', '.join(map(repr, missing))} at this point; "
             f"available: {', '.join(specs) or '(none)'}"
         )
-
-
-def reduce_axes(ndim: int, per: str) -> tuple[int, ...]:
-    """Axes a statistic reduces over: all of them (``per="none"``), or all but the last
-    (``per="channel"``: the channel of ``(N, H, W, C)`` images, the column of ``(N, F)`` features).
-    """
-    if per == "none" or ndim == 1:
-        return tuple(range(ndim))
-    return tuple(range(ndim - 1))
-
-
-class RunningMoments:
-    """Count, mean and M2 (sum of squared deviations) merged block by block.
-
-    Uses the pairwise update of Chan, Golub and LeVeque in float64: each block's mean and M2 are
-    computed around the block's own mean, then merged, so a large offset (values ~1e8 + N(0, 1))
-    does not cancel the variance as the naive sum of squares does. NaNs are ignored.
-    """
-
-    def __init__(self) -> None:
-        self.count: np.ndarray | None = None
-        self.mean: np.ndarray | None = None
-        self.m2: np.ndarray | None = None
-
-    def update(self, values: Any, axes: tuple[int, ...]) -> None:
-        xp = array_module(values)
-        x = values.astype(xp.float64)
-        valid = ~xp.isnan(x)
-        n = valid.sum(axis=axes).astype(xp.float64)
-        total = xp.where(valid, x, 0).sum(axis=axes)
-        mean = xp.where(n > 0, total / xp.maximum(n, 1), 0)
-        shape = [1 if a in axes else s for a, s in enumerate(x.shape)]
-        centred = xp.where(valid, x - mean.reshape(shape), 0)
-        m2 = (centred * centred).sum(axis=axes)
-        n_h, mean_h, m2_h = (np.asarray(_host(v), dtype=np.float64) for v in (n, mean, m2))
-        if self.count is None or self.mean is None or self.m2 is None:
-            self.count, self.mean, self.m2 = n_h, mean_h, m2_h
-            return
-        total_n = self.count + n_h
-        safe = np.maximum(total_n, 1)
-        delta = mean_h - self.mean
-        self.mean = self.mean + delta * n_h / safe
-        self.m2 = self.m2 + m2_h + delta * delta * self.count * n_h / safe
-        self.count = total_n
-
-    def std(self) -> np.ndarray:
-        """Population standard deviation (ddof=0)."""
-        assert self.count is not None and self.m2 is not None
-        return np.sqrt(self.m2 / np.maximum(self.count, 1))
-
-
-def _host(x: Any) -> Any:
-    get = getattr(x, "get", None)
-    return get() if get is not None else x

@@ -11,7 +11,7 @@ import numpy as np
 
 from gpuds.backend import array_module, to_host
 from gpuds.errors import ConfigError, SourceError
-from gpuds.ops.base import Block, Op, Spec, parse_fields, require_fields
+from gpuds.ops.base import CODE_KINDS, Block, Op, Spec, parse_fields, require_fields
 from gpuds.store import SUPPORTED_DTYPES
 
 __all__ = ["DTYPES", "Cast"]
@@ -24,7 +24,6 @@ DTYPES = tuple(
         key=lambda d: ("fiub".index(d.kind), d.itemsize),
     )
 )
-CODE_KINDS = frozenset({"category", "label", "mask"})
 BFLOAT16 = (
     "bfloat16 is not supported: NumPy has no native bfloat16 dtype and Zarr v3 has no portable "
     "bfloat16 data type, so the store could not be read by other Zarr readers; use float16 "
@@ -80,25 +79,24 @@ class Cast(Op):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        self._where = f"op {self.name!r}"
-        self.fields = parse_fields(config, self._where)
+        self.fields = parse_fields(config, self.where)
         name = config.get("dtype")
         if name == "bfloat16":
-            raise ConfigError(f"{self._where}: {BFLOAT16}")
+            raise ConfigError(f"{self.where}: {BFLOAT16}")
         if name not in DTYPES:
             raise ConfigError(
-                f"{self._where}: expected 'dtype' to be one of {', '.join(DTYPES)}, got {name!r}"
+                f"{self.where}: expected 'dtype' to be one of {', '.join(DTYPES)}, got {name!r}"
             )
         self.dtype: np.dtype[Any] = np.dtype(str(name))
 
     def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
-        require_fields(specs, self.fields, self._where)
+        require_fields(specs, self.fields, self.where)
         out = dict(specs)
         for name in self.fields:
             spec = specs[name]
             if spec.dtype.kind not in "biuf":
                 raise ConfigError(
-                    f"{self._where}: field {name!r} has dtype {spec.dtype}, which cannot be cast; "
+                    f"{self.where}: field {name!r} has dtype {spec.dtype}, which cannot be cast; "
                     "only bool, integer and float fields can"
                 )
             if spec.kind in CODE_KINDS:
@@ -111,7 +109,7 @@ class Cast(Op):
         if self.dtype.kind not in allowed:
             what = "an integer or bool" if spec.kind == "mask" else "an integer"
             raise ConfigError(
-                f"{self._where}: field {name!r} is a {spec.kind} field (codes), so it can only be "
+                f"{self.where}: field {name!r} is a {spec.kind} field (codes), so it can only be "
                 f"cast to {what} dtype, got {self.dtype}"
             )
         names = spec.attrs.get("vocabulary", spec.attrs.get("classes"))
@@ -119,7 +117,7 @@ class Cast(Op):
             largest = len(names) - 1
             if largest > np.iinfo(self.dtype).max:
                 raise ConfigError(
-                    f"{self._where}: field {name!r} has {len(names)} {spec.kind} codes, up to "
+                    f"{self.where}: field {name!r} has {len(names)} {spec.kind} codes, up to "
                     f"{largest}, which {self.dtype} cannot hold; use a wider integer dtype"
                 )
 
@@ -184,7 +182,7 @@ class Cast(Op):
         else:
             what = f"{value!r} overflows {dst} (largest {float(np.finfo(dst).max):g})"
         raise SourceError(
-            f"{self._where}: field {name!r}, input sample {sample}: value {what}; "
+            f"{self.where}: field {name!r}, input sample {sample}: value {what}; "
             f"run 'clip' (to bring values into range) or 'fill_missing' (to replace NaN) "
             f"before 'cast'"
         )

@@ -10,25 +10,22 @@ import numpy as np
 
 from gpuds.backend import array_module
 from gpuds.errors import ConfigError, SourceError
-from gpuds.ops._stats import (
+from gpuds.ops.base import Block, Spec, parse_number
+from gpuds.ops.stats import (
+    FittedOp,
     Histogram,
     RunningMinMax,
     as_channels,
     channel_name,
-    check_stat_length,
     parse_per,
-    require_numeric,
-    stat_array,
-    stat_list,
 )
-from gpuds.ops.base import Block, Op, Spec, parse_fields, parse_number, require_fields
 
 __all__ = ["Clip"]
 
 Bound = np.ndarray | None
 
 
-class Clip(Op):
+class Clip(FittedOp):
     """Limit values to ``[min, max]``: fixed bounds, or percentiles fitted on the data.
 
     Each side is set by a fixed value (``min``, ``max``) or by a percentile (``lower``,
@@ -95,11 +92,12 @@ class Clip(Op):
 
     name = "clip"
     keys = ("fields", "min", "max", "lower", "upper", "per")
+    unfitted = "fitted bounds"
+    stats_in_field_dtype = True
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        self._where = w = f"op {self.name!r}"
-        self.fields = parse_fields(config, w)
+        w = self.where
         self.fixed_min = _parse_bound(config.get("min"), f"{w} key 'min'")
         self.fixed_max = _parse_bound(config.get("max"), f"{w} key 'max'")
         self.lower = _parse_percent(config.get("lower"), f"{w} key 'lower'")
@@ -123,40 +121,31 @@ class Clip(Op):
         if "per" in config and self.lower is None and self.upper is None:
             raise ConfigError(f"{w}: 'per' applies to fitted percentiles ('lower'/'upper') only")
         self.per = parse_per(config, w)
-        self._specs: dict[str, Spec] = {}
-        self._fitted: dict[str, dict[str, np.ndarray]] = {}
+        # Two passes with percentiles (min and max, then a histogram), none with fixed bounds.
+        self.fit_passes = 2 if self.statistics() else 0
         self._ranges: dict[str, RunningMinMax] = {}
         self._histograms: dict[str, Histogram] = {}
 
-    # Per instance: two passes with percentiles, none with fixed bounds only.
-    @property
-    def fit_passes(self) -> int:  # type: ignore[override]
-        return 0 if self.lower is None and self.upper is None else 2
+    def statistics(self) -> tuple[str, ...]:
+        return tuple(s for s, p in (("min", self.lower), ("max", self.upper)) if p is not None)
 
     def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
-        require_fields(specs, self.fields, self._where)
-        require_numeric(specs, self.fields, self._where, "iuf")
-        self._specs = {name: specs[name] for name in self.fields}
-        for name, spec in self._specs.items():
+        self.plan_fields(specs, numeric="iuf")
+        for name, spec in self.specs.items():
             lo, hi = self._bounds(name, spec.dtype)
             if lo is not None and hi is not None and (lo > hi).any():
                 raise ConfigError(
-                    f"{self._where}: no {spec.dtype} value of field {name!r} lies in "
+                    f"{self.where}: no {spec.dtype} value of field {name!r} lies in "
                     f"[{self.fixed_min}, {self.fixed_max}]; widen the bounds"
                 )
-            if name in self._fitted:
-                self._fitted[name] = self._loaded(name, self._fitted[name], spec)
         return specs
 
-    def _loaded(self, name: str, fitted: dict[str, np.ndarray], spec: Spec) -> dict[str, Any]:
-        """Loaded bounds checked against the field and held in its dtype (exact: they were)."""
-        for side in fitted.values():
-            check_stat_length(side, spec, self.per, self._where, name)
-        return {side: v.astype(spec.dtype) for side, v in fitted.items()}
-
-    def _bounds(self, name: str, dtype: np.dtype[Any]) -> tuple[Bound, Bound]:
-        """The bounds of a field as applied: fixed or fitted, in the field's dtype, or None."""
-        fitted = self._fitted.get(name, {})
+    def _bounds(
+        self, name: str, dtype: np.dtype[Any], fitted: Mapping[str, np.ndarray] | None = None
+    ) -> tuple[Bound, Bound]:
+        """The bounds of a field as applied: fixed or ``fitted`` (default: fitted so far), in the
+        field's dtype, or None."""
+        fitted = self.fitted.get(name, {}) if fitted is None else fitted
         lo = fitted.get("min")
         hi = fitted.get("max")
         if self.fixed_min is not None:
@@ -181,12 +170,12 @@ class Clip(Op):
     def fit_end(self, pass_index: int) -> None:
         if pass_index == 0:
             self._histograms = {
-                name: Histogram(*self._ranges[name].result(name, self._where))
+                name: Histogram(*self._ranges[name].result(name, self.where))
                 for name in self.fields
             }
             return
         for name in self.fields:
-            dtype = self._specs[name].dtype
+            dtype = self.specs[name].dtype
             histogram = self._histograms.pop(name)
             fitted: dict[str, np.ndarray] = {}
             if self.lower is not None:
@@ -195,7 +184,7 @@ class Clip(Op):
             if self.upper is not None:
                 _, high = histogram.percentile(self.upper)
                 fitted["max"] = _inward(high, dtype, upper=True)
-            self._fitted[name] = fitted
+            self.fitted[name] = fitted
             self._check_order(name, dtype)
 
     def _check_order(self, name: str, dtype: np.dtype[Any]) -> None:
@@ -207,7 +196,7 @@ class Clip(Op):
         if crossed.size:
             c = int(crossed[0])
             raise SourceError(
-                f"{self._where}: {channel_name(name, c, len(lo))}: the lower bound {lo[c]} "
+                f"{self.where}: {channel_name(name, c, len(lo))}: the lower bound {lo[c]} "
                 f"exceeds the upper bound {hi[c]}; check the fixed bound against the data's "
                 "percentiles"
             )
@@ -217,12 +206,7 @@ class Clip(Op):
         for name in self.fields:
             x = fields[name]
             xp = array_module(x)
-            if self.fit_passes and name not in self._fitted:
-                raise ConfigError(
-                    f"{self._where}: no fitted bounds for field {name!r}; fit the op or "
-                    "load_stats first"
-                )
-            lo, hi = self._bounds(name, x.dtype)
+            lo, hi = self._bounds(name, x.dtype, self.fitted_for(name) if self.statistics() else {})
             # maximum/minimum propagate NaN, and arrays of the field's dtype keep its dtype.
             if lo is not None:
                 x = xp.maximum(x, xp.asarray(lo))
@@ -230,30 +214,6 @@ class Clip(Op):
                 x = xp.minimum(x, xp.asarray(hi))
             fields[name] = x
         return Block(fields, block.index, block.split)
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            name: {**{side: stat_list(v) for side, v in fitted.items()}, "per": self.per}
-            for name, fitted in self._fitted.items()
-        }
-
-    def load_stats(self, stats: Mapping[str, Any]) -> None:
-        """Restore bounds produced by :meth:`stats`, so the op applies without fitting."""
-        sides = [s for s, p in (("min", self.lower), ("max", self.upper)) if p is not None]
-        for name in self.fields if sides else ():
-            where = f"{self._where} statistics of field {name!r}"
-            entry = stats.get(name)
-            if not isinstance(entry, Mapping) or entry.get("per") != self.per:
-                raise ConfigError(
-                    f"{where}: expected a mapping with {' and '.join(sides)} and "
-                    f"per={self.per!r}, got {entry!r}"
-                )
-            fitted = {
-                side: stat_array(entry.get(side), f"{where}, {side!r}", dtype=None)
-                for side in sides
-            }
-            spec = self._specs.get(name)
-            self._fitted[name] = fitted if spec is None else self._loaded(name, fitted, spec)
 
 
 def _parse_bound(value: Any, where: str) -> int | float | None:

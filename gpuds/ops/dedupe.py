@@ -59,8 +59,7 @@ class Dedupe(Op):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        self._where = f"op {self.name!r}"
-        self.fields = parse_fields(config, self._where, required=False)
+        self.fields = parse_fields(config, self.where, required=False)
         self._chosen: list[str] = []
         self._header = hashlib.blake2b(digest_size=16)
         self._seen: set[bytes] = set()
@@ -68,14 +67,14 @@ class Dedupe(Op):
         self._kept = 0
 
     def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
-        require_fields(specs, self.fields, self._where)
+        require_fields(specs, self.fields, self.where)
         self._chosen = list(self.fields) if self.fields else list(specs)
         header = hashlib.blake2b(digest_size=16)
         for name in self._chosen:
             spec = specs[name]
             if spec.dtype.hasobject:
                 raise ConfigError(
-                    f"{self._where}: field {name!r} holds Python objects ({spec.dtype}), which "
+                    f"{self.where}: field {name!r} holds Python objects ({spec.dtype}), which "
                     "have no canonical bytes; leave it out of 'fields'"
                 )
             # The layout is part of the key so that the same bytes under another dtype or shape

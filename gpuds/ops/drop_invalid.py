@@ -70,15 +70,14 @@ class DropInvalid(Op):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        self._where = f"op {self.name!r}"
-        self.fields = parse_fields(config, self._where, required=False)
+        self.fields = parse_fields(config, self.where, required=False)
         self._checks: list[_Check] = []
         self._dropped = 0
         self._kept = 0
         self._by_field: dict[str, int] = {}
 
     def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
-        require_fields(specs, self.fields, self._where)
+        require_fields(specs, self.fields, self.where)
         masks = _mask_companions(specs)
         if self.fields:
             checks = [self._check(name, specs, masks, explicit=True) for name in self.fields]
@@ -104,11 +103,11 @@ class DropInvalid(Op):
         if spec.kind == "mask" or name in masks.values():
             owner = spec.attrs.get("mask_of") or name.removesuffix(".missing")
             raise ConfigError(
-                f"{self._where}: field {name!r} is the missing-value mask of {owner!r}, not a "
+                f"{self.where}: field {name!r} is the missing-value mask of {owner!r}, not a "
                 f"value that can be invalid; name {owner!r} in 'fields' instead"
             )
         raise ConfigError(
-            f"{self._where}: field {name!r} ({spec.dtype}) cannot hold invalid values: it is not "
+            f"{self.where}: field {name!r} ({spec.dtype}) cannot hold invalid values: it is not "
             f"floating-point, not a category and has no {name + '.missing'!r} mask field; "
             "remove it from 'fields'"
         )

@@ -11,17 +11,16 @@ import numpy as np
 
 from gpuds.backend import array_module, to_host
 from gpuds.errors import ConfigError
-from gpuds.ops._stats import (
+from gpuds.ops.base import Block, Spec
+from gpuds.ops.stats import (
+    FittedOp,
     Histogram,
     RunningMinMax,
+    RunningMoments,
     as_channels,
-    check_stat_length,
     parse_per,
     refuse_infinite,
-    stat_array,
-    stat_list,
 )
-from gpuds.ops.base import Block, Op, RunningMoments, Spec, parse_fields, require_fields
 
 __all__ = ["STRATEGIES", "FillMissing"]
 
@@ -38,7 +37,7 @@ class _Target:
     code: int | None
 
 
-class FillMissing(Op):
+class FillMissing(FittedOp):
     """Replace missing values by a constant, or by the mean or median of the present values.
 
     What is missing depends on the field:
@@ -106,11 +105,12 @@ class FillMissing(Op):
 
     name = "fill_missing"
     keys = ("fields", "strategy", "value", "per")
+    unfitted = "fill value"
+    stats_in_field_dtype = True
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        self._where = w = f"op {self.name!r}"
-        self.fields = parse_fields(config, w)
+        w = self.where
         self.strategy = config.get("strategy", "constant")
         if self.strategy not in STRATEGIES:
             raise ConfigError(
@@ -138,33 +138,30 @@ class FillMissing(Op):
                 f"{self.strategy!r} with value {self.value!r}"
             )
         self.per = parse_per(config, w)
-        self.fill: dict[str, np.ndarray] = {}
+        # Mean needs one pass, median two (min and max, then the histogram).
+        self.fit_passes = {"constant": 0, "mean": 1, "median": 2}[self.strategy]
         self._targets: dict[str, _Target] = {}
-        self._specs: dict[str, Spec] = {}
         self._ranges: dict[str, RunningMinMax] = {}
         self._moments: dict[str, RunningMoments] = {}
         self._histograms: dict[str, Histogram] = {}
         self._filled: Any = 0
 
-    # Per instance: mean needs one pass, median two (min/max, then the histogram).
-    @property
-    def fit_passes(self) -> int:  # type: ignore[override]
-        return {"constant": 0, "mean": 1, "median": 2}[self.strategy]
+    def statistics(self) -> tuple[str, ...]:
+        return () if self.strategy == "constant" else ("value",)
 
     def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
-        require_fields(specs, self.fields, self._where)
-        self._specs = {name: specs[name] for name in self.fields}
+        self.plan_fields(specs)
         self._targets = {name: self._target(name, specs) for name in self.fields}
-        for name, spec in self._specs.items():
-            if self.strategy == "constant":
-                self.fill[name] = self._constant(name, spec)
-            elif name in self.fill:
-                self.fill[name] = self._loaded(name, self.fill[name], spec)
+        if self.strategy == "constant":
+            # The configured value, as the field holds it (fitted by no pass).
+            self.fitted = {
+                name: {"value": self._constant(name, specs[name])} for name in self.fields
+            }
         return specs
 
     def _target(self, name: str, specs: Mapping[str, Spec]) -> _Target:
         spec = specs[name]
-        w = self._where
+        w = self.where
         if spec.kind in ("label", "mask"):
             raise ConfigError(
                 f"{w}: field {name!r} is a {spec.kind} field, which is not imputed; drop the "
@@ -199,7 +196,7 @@ class FillMissing(Op):
 
     def _constant(self, name: str, spec: Spec) -> np.ndarray:
         """The configured value as a one-element array of the field's dtype, or an error."""
-        value, w = self.value, f"{self._where}: 'value' {self.value!r} for field {name!r}"
+        value, w = self.value, f"{self.where}: 'value' {self.value!r} for field {name!r}"
         if spec.kind == "category":
             vocabulary = spec.attrs.get("vocabulary")
             if isinstance(value, str):
@@ -238,7 +235,7 @@ class FillMissing(Op):
                 ranges = self._ranges[name]
                 ranges.update(x2, ok2)
                 # Checked before the moments see the values: inf - inf would only make NaN.
-                refuse_infinite(ranges, name, self._where, "its mean is not finite")
+                refuse_infinite(ranges, name, self.where, "its mean is not finite")
                 self._moments[name].update(xp.where(ok2, x2.astype(xp.float64), xp.nan), (0,))
             elif name in self._histograms:
                 self._histograms[name].update(x2, ok2)
@@ -248,20 +245,20 @@ class FillMissing(Op):
     def fit_end(self, pass_index: int) -> None:
         for name in self.fields:
             if self.strategy == "median" and pass_index == 0:
-                lo, hi = self._ranges[name].result(name, self._where)
+                lo, hi = self._ranges[name].result(name, self.where)
                 self._histograms[name] = Histogram(lo, hi)
                 continue
             if self.strategy == "median":
                 value = self._histograms.pop(name).median()
             else:
-                self._ranges[name].result(name, self._where)  # every channel has a value
+                self._ranges[name].result(name, self.where)  # every channel has a value
                 mean = self._moments[name].mean
                 assert mean is not None
                 value = mean
-            dtype = self._specs[name].dtype
+            dtype = self.specs[name].dtype
             if dtype.kind in "biu":
                 value = np.rint(value)
-            self.fill[name] = value.astype(dtype)
+            self.fitted[name] = {"value": value.astype(dtype)}
 
     def reset(self) -> None:
         self._filled = 0
@@ -271,14 +268,10 @@ class FillMissing(Op):
         for name in self.fields:
             x = fields[name]
             xp = array_module(x)
-            if name not in self.fill:
-                raise ConfigError(
-                    f"{self._where}: no fill value for field {name!r}; fit the op or load_stats "
-                    "first"
-                )
+            fill = self.fitted_for(name)["value"]
             missing = self._missing(name, block)
             self._filled = self._filled + missing.sum()
-            fields[name] = xp.where(missing, xp.asarray(self.fill[name]), x)
+            fields[name] = xp.where(missing, xp.asarray(fill), x)
         return Block(fields, block.index, block.split)
 
     def _missing(self, name: str, block: Block) -> Any:
@@ -297,34 +290,6 @@ class FillMissing(Op):
 
     def counts(self) -> dict[str, int]:
         return {"filled": int(to_host(self._filled))}
-
-    def stats(self) -> dict[str, Any]:
-        if self.strategy == "constant":
-            return {}
-        return {
-            name: {"value": stat_list(self.fill[name]), "per": self.per}
-            for name in self.fields
-            if name in self.fill
-        }
-
-    def load_stats(self, stats: Mapping[str, Any]) -> None:
-        """Restore fill values produced by :meth:`stats`, so the op applies without fitting."""
-        if self.strategy == "constant":
-            return
-        for name in self.fields:
-            where = f"{self._where} statistics of field {name!r}"
-            entry = stats.get(name)
-            if not isinstance(entry, Mapping) or entry.get("per") != self.per:
-                raise ConfigError(
-                    f"{where}: expected a mapping with 'value' and per={self.per!r}, got {entry!r}"
-                )
-            value = stat_array(entry.get("value"), f"{where}, 'value'", dtype=None)
-            spec = self._specs.get(name)
-            self.fill[name] = value if spec is None else self._loaded(name, value, spec)
-
-    def _loaded(self, name: str, value: np.ndarray, spec: Spec) -> np.ndarray:
-        check_stat_length(value, spec, self.per, self._where, name)
-        return value.astype(spec.dtype)
 
 
 def _mask_of(name: str, specs: Mapping[str, Spec]) -> str | None:

@@ -9,24 +9,21 @@ import numpy as np
 
 from gpuds.backend import array_module
 from gpuds.errors import ConfigError
-from gpuds.ops._stats import (
+from gpuds.ops.base import Block, Spec, parse_number
+from gpuds.ops.stats import (
+    FittedOp,
     RunningMinMax,
     as_channels,
-    check_stat_length,
+    float_outputs,
     parse_float_dtype,
     parse_per,
     refuse_infinite,
-    require_numeric,
-    stat_array,
-    stat_list,
-    stats_entry,
 )
-from gpuds.ops.base import Block, Op, Spec, parse_fields, parse_number, require_fields
 
 __all__ = ["Normalize"]
 
 
-class Normalize(Op):
+class Normalize(FittedOp):
     """Min-max scaling: map each channel's fitted ``[min, max]`` linearly onto ``range``.
 
     Fitting (one pass) finds, per field and per channel, the exact minimum and maximum of the
@@ -77,26 +74,20 @@ class Normalize(Op):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        self._where = f"op {self.name!r}"
-        self.fields = parse_fields(config, self._where)
-        self.per = parse_per(config, self._where)
-        self.range = _parse_range(config.get("range", [0, 1]), self._where)
-        self.dtype = parse_float_dtype(config, self._where)
-        self.min: dict[str, np.ndarray] = {}
-        self.max: dict[str, np.ndarray] = {}
-        self._specs: dict[str, Spec] = {}
+        self.per = parse_per(config, self.where)
+        self.range = _parse_range(config.get("range", [0, 1]), self.where)
+        self.dtype = parse_float_dtype(config, self.where)
         self._ranges: dict[str, RunningMinMax] = {}
 
+    def statistics(self) -> tuple[str, ...]:
+        return ("min", "max")
+
+    def recorded_settings(self) -> dict[str, Any]:
+        return {"range": list(self.range)}
+
     def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
-        require_fields(specs, self.fields, self._where)
-        require_numeric(specs, self.fields, self._where, "biuf")
-        self._specs = {name: specs[name] for name in self.fields}
-        self._check_loaded()
-        out = dict(specs)
-        for name in self.fields:
-            spec = specs[name]
-            out[name] = Spec(self.dtype, spec.sample_shape, spec.kind)
-        return out
+        self.plan_fields(specs, numeric="biuf")
+        return float_outputs(specs, self.fields, self.dtype)
 
     def fit_start(self, pass_index: int) -> None:
         self._ranges = {name: RunningMinMax() for name in self.fields}
@@ -105,12 +96,12 @@ class Normalize(Op):
         for name in self.fields:
             ranges = self._ranges[name]
             ranges.update(as_channels(block.fields[name], self.per))
-            refuse_infinite(ranges, name, self._where, "its range is not finite")
+            refuse_infinite(ranges, name, self.where, "its range is not finite")
 
     def fit_end(self, pass_index: int) -> None:
         for name in self.fields:
-            lo, hi = self._ranges[name].result(name, self._where)
-            self.min[name], self.max[name] = lo.astype(np.float64), hi.astype(np.float64)
+            lo, hi = self._ranges[name].result(name, self.where)
+            self.fitted[name] = {"min": lo.astype(np.float64), "max": hi.astype(np.float64)}
 
     def apply(self, block: Block) -> Block:
         low, high = self.range
@@ -118,46 +109,21 @@ class Normalize(Op):
         for name in self.fields:
             x = fields[name]
             xp = array_module(x)
-            if name not in self.min:
-                raise ConfigError(
-                    f"{self._where}: no statistics for field {name!r}; fit the op or "
-                    "load_stats first"
-                )
-            lo, span = self.min[name], self.max[name] - self.min[name]
+            fitted = self.fitted_for(name)
+            lo, span = fitted["min"], fitted["max"] - fitted["min"]
             # A constant channel gets scale 0, so every value maps to `low`.
             scale = np.where(span > 0, (high - low) / np.where(span > 0, span, 1.0), 0.0)
             shifted = x.astype(xp.float64) - xp.asarray(lo)
             fields[name] = (low + shifted * xp.asarray(scale)).astype(self.dtype)
         return Block(fields, block.index, block.split)
 
-    def stats(self) -> dict[str, Any]:
-        return {
-            name: {
-                "min": stat_list(self.min[name]),
-                "max": stat_list(self.max[name]),
-                "range": list(self.range),
-                "per": self.per,
-            }
-            for name in self.fields
-            if name in self.min
-        }
-
-    def load_stats(self, stats: Mapping[str, Any]) -> None:
-        """Restore statistics produced by :meth:`stats`, so the op applies without fitting."""
-        for name in self.fields:
-            where = f"{self._where} statistics of field {name!r}"
-            entry = stats_entry(stats, name, self.per, where, "min and max")
-            lo = stat_array(entry.get("min"), f"{where}, 'min'")
-            hi = stat_array(entry.get("max"), f"{where}, 'max'")
-            if len(lo) != len(hi) or (lo > hi).any():
-                raise ConfigError(f"{where}: expected min <= max of one length, got {entry!r}")
-            self.min[name], self.max[name] = lo, hi
-        self._check_loaded()
-
-    def _check_loaded(self) -> None:
-        for name, spec in self._specs.items():
-            if name in self.min:
-                check_stat_length(self.min[name], spec, self.per, self._where, name)
+    def check_stats(
+        self, values: dict[str, np.ndarray], where: str, entry: Mapping[str, Any]
+    ) -> dict[str, np.ndarray]:
+        lo, hi = values["min"], values["max"]
+        if len(lo) != len(hi) or (lo > hi).any():
+            raise ConfigError(f"{where}: expected min <= max of one length, got {entry!r}")
+        return values
 
 
 def _parse_range(value: Any, where: str) -> tuple[float, float]:

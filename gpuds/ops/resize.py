@@ -73,21 +73,20 @@ class Resize(Op):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        self._where = f"op {self.name!r}"
-        self.fields = parse_fields(config, self._where, required=False)
-        self.size = _parse_size(config, self._where)
+        self.fields = parse_fields(config, self.where, required=False)
+        self.size = _parse_size(config, self.where)
         interpolation = config.get("interpolation", "bilinear")
         if interpolation not in INTERPOLATIONS:
             raise ConfigError(
-                f"{self._where}: expected 'interpolation' to be one of "
+                f"{self.where}: expected 'interpolation' to be one of "
                 f"{', '.join(INTERPOLATIONS)}, got {interpolation!r}"
             )
         self.interpolation: str = interpolation
-        self.dtype = _parse_dtype(config.get("dtype"), self._where)
+        self.dtype = _parse_dtype(config.get("dtype"), self.where)
         self._out: dict[str, np.dtype[Any]] = {}
 
     def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
-        names = _image_fields(specs, self.fields, self._where)
+        names = _image_fields(specs, self.fields, self.where)
         out = dict(specs)
         self._out = {}
         for name in names:
@@ -96,7 +95,7 @@ class Resize(Op):
                 spec.dtype.kind == "b" and self.interpolation != "nearest"
             ):
                 raise ConfigError(
-                    f"{self._where}: field {name!r} has dtype {spec.dtype}, which "
+                    f"{self.where}: field {name!r} has dtype {spec.dtype}, which "
                     f"{self.interpolation} resizing does not support; it needs integers or "
                     "floats (bool masks: use interpolation 'nearest')"
                 )
@@ -157,13 +156,12 @@ class CenterCrop(Op):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        self._where = f"op {self.name!r}"
-        self.fields = parse_fields(config, self._where, required=False)
-        self.size = _parse_size(config, self._where)
+        self.fields = parse_fields(config, self.where, required=False)
+        self.size = _parse_size(config, self.where)
         self._offsets: dict[str, tuple[int, int]] = {}
 
     def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
-        names = _image_fields(specs, self.fields, self._where)
+        names = _image_fields(specs, self.fields, self.where)
         out = dict(specs)
         self._offsets = {}
         h, w = self.size
@@ -172,7 +170,7 @@ class CenterCrop(Op):
             height, width = spec.sample_shape[:2]
             if h > height or w > width:
                 raise ConfigError(
-                    f"{self._where}: crop {h}x{w} is larger than field {name!r} "
+                    f"{self.where}: crop {h}x{w} is larger than field {name!r} "
                     f"({height}x{width}); choose a size at most {height}x{width}, or resize first"
                 )
             self._offsets[name] = ((height - h) // 2, (width - w) // 2)

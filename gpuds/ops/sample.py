@@ -9,14 +9,13 @@ import numpy as np
 
 from gpuds.backend import array_module
 from gpuds.errors import ConfigError
-from gpuds.ops._counting import (
-    ClassCounter,
+from gpuds.ops.base import Block, parse_number
+from gpuds.ops.counting import (
     CountingOp,
     check_draw_limit,
     class_values,
     largest_remainder,
 )
-from gpuds.ops.base import Block, parse_number
 
 __all__ = ["Sample"]
 
@@ -40,7 +39,7 @@ class Sample(CountingOp):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        where = "op 'sample'"
+        where = self.where
         if ("count" in config) == ("fraction" in config):
             raise ConfigError(f"{where}: give exactly one of 'count' or 'fraction'")
         self.count: int | None = None
@@ -56,13 +55,6 @@ class Sample(CountingOp):
                 raise ConfigError(
                     f"{where}: expected 'fraction' between 0 and 1, got {self.fraction}"
                 )
-        stratify = config.get("stratify")
-        if stratify is not None and not isinstance(stratify, str):
-            raise ConfigError(f"{where}: expected 'stratify' to be a field name, got {stratify!r}")
-        self.stratify: str | None = stratify
-        if "seed" in config:
-            self.seed = int(parse_number(config["seed"], f"{where}: seed", minimum=0))
-        self._counter = ClassCounter()
         self._keep: dict[int, int] = {}
         self._left_keep: dict[int, int] = {}
         self._left_total: dict[int, int] = {}
@@ -80,10 +72,6 @@ class Sample(CountingOp):
         sizes = [self._counter.counts[c] for c in classes]
         shares = largest_remainder(want, [s / total for s in sizes]) if total else []
         self._keep = dict(zip(classes, shares, strict=True))
-
-    def load_stats(self, stats: Mapping[str, Any]) -> None:
-        self._keep = {int(c): int(k) for c, k in stats["keep"].items()}
-        self._counter.counts = {int(c): int(n) for c, n in stats["available"].items()}
 
     def reset(self) -> None:
         self._rng = np.random.default_rng([self.seed, 0x5A3B])

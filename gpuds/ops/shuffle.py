@@ -28,7 +28,7 @@ import numpy as np
 
 from gpuds.backend import to_host
 from gpuds.errors import ConfigError, StoreError
-from gpuds.ops.base import Block, Op, Spec, parse_number
+from gpuds.ops.base import BarrierInput, Block, Op, Spec
 from gpuds.progress import check_cancelled
 
 __all__ = ["BUCKET_SHARE", "Shuffle", "ShuffledSource", "bucket_count"]
@@ -75,45 +75,39 @@ class Shuffle(Op):
 
     name = "shuffle"
     keys = ("seed",)
+    barrier = True
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        where = "op 'shuffle'"
         if "memory_mb" in config:
             raise ConfigError(
-                f"{where}: 'memory_mb' is a key of the config itself (the memory budget of the "
-                "whole run), no longer of the shuffle op; move it to the top level"
+                f"op {self.name!r}: 'memory_mb' is a key of the config itself (the memory budget "
+                "of the whole run), no longer of the shuffle op; move it to the top level"
             )
         super().__init__(config)
-        if "seed" in config:
-            self.seed = int(parse_number(config["seed"], f"{where}: seed", minimum=0))
         self.buckets = 1
         self.piece_bytes = _PIECE_MAX
 
-    def plan_buckets(self, samples: int, sample_nbytes: int, memory_bytes: float) -> int:
-        """Choose the buckets for ``samples`` of ``sample_nbytes`` each (every column the shuffle
-        stores, plus 8 for the permutation) within ``memory_bytes`` (see :func:`bucket_count`)."""
-        self.buckets = bucket_count(samples, sample_nbytes, memory_bytes)
-        self.piece_bytes = int(max(1, min(_PIECE_MAX, memory_bytes / 16)))
-        return self.buckets
-
     def materialize(
-        self,
-        blocks: Iterator[Block],
-        specs: dict[str, Spec],
-        workdir: Path,
-        has_split: bool,
+        self, blocks: Iterator[Block], specs: dict[str, Spec], at: BarrierInput
     ) -> ShuffledSource:
-        """Consume ``blocks`` into buckets under ``workdir`` and permute each bucket in place.
+        """Consume ``blocks`` into buckets under ``at.workdir`` and permute each bucket in place.
 
-        The result can be read any number of times (later ops may need several passes).
+        The buckets are the fewest that hold ``at.samples`` within ``at.memory_bytes``
+        (:func:`bucket_count`, counting every column the shuffle stores plus 8 bytes of the
+        permutation per sample). The result can be read any number of times (later ops may need
+        several passes).
         """
-        rng = np.random.default_rng([self.seed, 0x5F1E])
+        has_split = at.has_split
         layout = {name: (spec.dtype, spec.sample_shape) for name, spec in specs.items()}
         layout[_INDEX] = (np.dtype(np.int64), ())
         if has_split:
             layout[_SPLIT] = (np.dtype(np.int8), ())
-        workdir.mkdir(parents=True)
-        folders = [workdir / f"bucket-{b:05d}" for b in range(self.buckets)]
+        per_sample = sum(math.prod(shape) * dtype.itemsize for dtype, shape in layout.values())
+        self.buckets = bucket_count(at.samples, per_sample + 8, at.memory_bytes)
+        self.piece_bytes = int(max(1, min(_PIECE_MAX, at.memory_bytes / 16)))
+        rng = np.random.default_rng([self.seed, 0x5F1E])
+        at.workdir.mkdir(parents=True)
+        folders = [at.workdir / f"bucket-{b:05d}" for b in range(self.buckets)]
         for folder in folders:
             folder.mkdir()
         for block in blocks:

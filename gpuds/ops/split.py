@@ -9,14 +9,13 @@ import numpy as np
 
 from gpuds.backend import array_module
 from gpuds.errors import ConfigError
-from gpuds.ops._counting import (
-    ClassCounter,
+from gpuds.ops.base import Block, parse_number
+from gpuds.ops.counting import (
     CountingOp,
     check_draw_limit,
     class_values,
     largest_remainder,
 )
-from gpuds.ops.base import Block, parse_number
 
 __all__ = ["Split"]
 
@@ -68,21 +67,14 @@ class Split(CountingOp):
 
     name = "split"
     keys = ("fractions", "stratify", "seed")
+    assigns_split = True
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        where = "op 'split'"
         if "fractions" not in config:
-            raise ConfigError(f"{where}: missing key 'fractions' (e.g. [0.8, 0.1, 0.1])")
-        self.fractions = parse_fractions(config["fractions"], where)
-        self.names = list(self.fractions)
-        stratify = config.get("stratify")
-        if stratify is not None and not isinstance(stratify, str):
-            raise ConfigError(f"{where}: expected 'stratify' to be a field name, got {stratify!r}")
-        self.stratify: str | None = stratify
-        if "seed" in config:
-            self.seed = int(parse_number(config["seed"], f"{where}: seed", minimum=0))
-        self._counter = ClassCounter()
+            raise ConfigError(f"{self.where}: missing key 'fractions' (e.g. [0.8, 0.1, 0.1])")
+        self.fractions = parse_fractions(config["fractions"], self.where)
+        self.split_names = list(self.fractions)
         self._targets: dict[int, np.ndarray] = {}
         self._remaining: dict[int, np.ndarray] = {}
         self._rng = np.random.default_rng(0)
@@ -94,9 +86,6 @@ class Split(CountingOp):
             c: np.asarray(largest_remainder(n, weights), dtype=np.int64)
             for c, n in sorted(self._counter.counts.items())
         }
-
-    def load_stats(self, stats: Mapping[str, Any]) -> None:
-        self._targets = {int(c): np.asarray(v, dtype=np.int64) for c, v in stats["targets"].items()}
 
     def reset(self) -> None:
         self._rng = np.random.default_rng([self.seed, 0x5917])
@@ -116,14 +105,14 @@ class Split(CountingOp):
                 )
             counts = self._rng.multivariate_hypergeometric(remaining, len(where))
             remaining -= counts
-            labels = np.repeat(np.arange(len(self.names), dtype=np.int8), counts)
+            labels = np.repeat(np.arange(len(self.split_names), dtype=np.int8), counts)
             assign[where] = self._rng.permutation(labels)
         xp = array_module(block.index)
         return Block(block.fields, block.index, xp.asarray(assign))
 
     def sizes(self) -> dict[str, int]:
-        total = sum(self._targets.values(), np.zeros(len(self.names), dtype=np.int64))
-        return {name: int(k) for name, k in zip(self.names, total.tolist(), strict=True)}
+        total = sum(self._targets.values(), np.zeros(len(self.split_names), dtype=np.int64))
+        return {name: int(k) for name, k in zip(self.split_names, total.tolist(), strict=True)}
 
     def stats(self) -> dict[str, Any]:
         return {

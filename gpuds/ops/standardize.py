@@ -9,26 +9,16 @@ import numpy as np
 
 from gpuds.backend import array_module
 from gpuds.errors import ConfigError
-from gpuds.ops._stats import (
+from gpuds.ops.base import Block, Spec, parse_number
+from gpuds.ops.stats import (
+    FittedOp,
     RunningMinMax,
+    RunningMoments,
     as_channels,
-    check_stat_length,
+    float_outputs,
     parse_float_dtype,
     parse_per,
     refuse_infinite,
-    require_numeric,
-    stat_array,
-    stat_list,
-    stats_entry,
-)
-from gpuds.ops.base import (
-    Block,
-    Op,
-    RunningMoments,
-    Spec,
-    parse_fields,
-    parse_number,
-    require_fields,
 )
 
 __all__ = ["Standardize"]
@@ -36,12 +26,12 @@ __all__ = ["Standardize"]
 DEFAULT_EPS = 1e-12
 
 
-class Standardize(Op):
+class Standardize(FittedOp):
     """Rescale fields to zero mean and unit standard deviation: ``(x - mean) / std``.
 
     Fitting (one pass) measures, per field and per channel, the count, mean and population
     standard deviation (``ddof=0``) of the non-NaN values in float64 with the pairwise update of
-    Chan, Golub and LeVeque (:class:`~gpuds.ops.base.RunningMoments`): every block is centred on
+    Chan, Golub and LeVeque (:class:`~gpuds.ops.stats.RunningMoments`): every block is centred on
     its own mean before its squares are summed, so a large offset does not cancel the variance
     (values ``1e8 + N(0, 1)`` still give ``std ≈ 1``, where ``E[x²] - E[x]²`` gives noise), and
     the result does not depend on the block size beyond float rounding.
@@ -96,30 +86,20 @@ class Standardize(Op):
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
-        self._where = f"op {self.name!r}"
-        self.fields = parse_fields(config, self._where)
-        self.per = parse_per(config, self._where)
+        self.per = parse_per(config, self.where)
         self.eps = parse_number(
-            config.get("eps", DEFAULT_EPS), f"{self._where} key 'eps'", minimum=0.0
+            config.get("eps", DEFAULT_EPS), f"{self.where} key 'eps'", minimum=0.0
         )
-        self.dtype = parse_float_dtype(config, self._where)
-        self.mean: dict[str, np.ndarray] = {}
-        self.std: dict[str, np.ndarray] = {}
-        self.count: dict[str, np.ndarray] = {}
-        self._specs: dict[str, Spec] = {}
+        self.dtype = parse_float_dtype(config, self.where)
         self._moments: dict[str, RunningMoments] = {}
         self._ranges: dict[str, RunningMinMax] = {}
 
+    def statistics(self) -> tuple[str, ...]:
+        return ("mean", "std", "count")
+
     def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
-        require_fields(specs, self.fields, self._where)
-        require_numeric(specs, self.fields, self._where, "biuf")
-        self._specs = {name: specs[name] for name in self.fields}
-        self._check_loaded()
-        out = dict(specs)
-        for name in self.fields:
-            spec = specs[name]
-            out[name] = Spec(self.dtype, spec.sample_shape, spec.kind)
-        return out
+        self.plan_fields(specs, numeric="biuf")
+        return float_outputs(specs, self.fields, self.dtype)
 
     def fit_start(self, pass_index: int) -> None:
         self._moments = {name: RunningMoments() for name in self.fields}
@@ -133,66 +113,39 @@ class Standardize(Op):
             ranges = self._ranges[name]
             ranges.update(x2)
             # Checked before the moments see the values: inf - inf would only make NaN.
-            refuse_infinite(ranges, name, self._where, "its mean and std are not finite")
+            refuse_infinite(ranges, name, self.where, "its mean and std are not finite")
             self._moments[name].update(x2, (0,))
 
     def fit_end(self, pass_index: int) -> None:
         for name in self.fields:
             moments, ranges = self._moments[name], self._ranges[name]
-            lo, hi = ranges.result(name, self._where)
+            lo, hi = ranges.result(name, self.where)
             assert moments.count is not None and moments.mean is not None
             constant = lo == hi
-            self.mean[name] = np.where(constant, lo.astype(np.float64), moments.mean)
-            self.std[name] = np.where(constant, 0.0, moments.std())
-            self.count[name] = moments.count.astype(np.int64)
+            self.fitted[name] = {
+                "mean": np.where(constant, lo.astype(np.float64), moments.mean),
+                "std": np.where(constant, 0.0, moments.std()),
+                "count": moments.count.astype(np.int64),
+            }
 
     def apply(self, block: Block) -> Block:
         fields = dict(block.fields)
         for name in self.fields:
             x = fields[name]
             xp = array_module(x)
-            mean, std = self._fitted(name)
+            fitted = self.fitted_for(name)
+            mean, std = fitted["mean"], fitted["std"]
             scale = np.where(std > self.eps * np.abs(mean), std, 1.0)
             centred = x.astype(xp.float64) - xp.asarray(mean)
             fields[name] = (centred / xp.asarray(scale)).astype(self.dtype)
         return Block(fields, block.index, block.split)
 
-    def _fitted(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        if name not in self.mean:
+    def check_stats(
+        self, values: dict[str, np.ndarray], where: str, entry: Mapping[str, Any]
+    ) -> dict[str, np.ndarray]:
+        mean, std, count = values["mean"], values["std"], values["count"]
+        if not len(mean) == len(std) == len(count) or (std < 0).any():
             raise ConfigError(
-                f"{self._where}: no statistics for field {name!r}; fit the op or load_stats first"
+                f"{where}: expected mean, std (>= 0) and count of one length, got {entry!r}"
             )
-        return self.mean[name], self.std[name]
-
-    def stats(self) -> dict[str, Any]:
-        return {
-            name: {
-                "mean": stat_list(self.mean[name]),
-                "std": stat_list(self.std[name]),
-                "count": stat_list(self.count[name]),
-                "per": self.per,
-            }
-            for name in self.fields
-            if name in self.mean
-        }
-
-    def load_stats(self, stats: Mapping[str, Any]) -> None:
-        """Restore statistics produced by :meth:`stats`, so the op applies without fitting."""
-        for name in self.fields:
-            where = f"{self._where} statistics of field {name!r}"
-            entry = stats_entry(stats, name, self.per, where, "mean and std")
-            mean = stat_array(entry.get("mean"), f"{where}, 'mean'")
-            std = stat_array(entry.get("std"), f"{where}, 'std'")
-            count = stat_array(entry.get("count", [0] * len(mean)), f"{where}, 'count'")
-            if not len(mean) == len(std) == len(count) or (std < 0).any():
-                raise ConfigError(
-                    f"{where}: expected mean, std (>= 0) and count of one length, got {entry!r}"
-                )
-            self.mean[name], self.std[name] = mean, std
-            self.count[name] = count.astype(np.int64)
-        self._check_loaded()
-
-    def _check_loaded(self) -> None:
-        for name, spec in self._specs.items():
-            if name in self.mean:
-                check_stat_length(self.mean[name], spec, self.per, self._where, name)
+        return {**values, "count": count.astype(np.int64)}

@@ -3,40 +3,65 @@
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from gpuds.errors import SourceError
 from gpuds.sources.base import FieldSpec, ReadOptions, Source
 
-__all__ = ["FORMATS", "FieldSpec", "ReadOptions", "Source", "detect_format", "open_source"]
-
-# Name -> "module:class". Imported on first use so that `import gpuds` does not pay for pyarrow,
-# h5py or Pillow.
-FORMATS: dict[str, str] = {
-    "npy": "gpuds.sources.numpy:NpySource",
-    "npz": "gpuds.sources.numpy:NpzSource",
-    "images": "gpuds.sources.images:ImageFolderSource",
-    "csv": "gpuds.sources.tables:CsvSource",
-    "parquet": "gpuds.sources.tables:ParquetSource",
-    "hdf5": "gpuds.sources.hdf5:Hdf5Source",
-    "zarr": "gpuds.sources.zarr:ZarrSource",
-}
-
-_SUFFIXES = {
-    ".npy": "npy",
-    ".npz": "npz",
-    ".csv": "csv",
-    ".tsv": "csv",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-    ".h5": "hdf5",
-    ".hdf5": "hdf5",
-    ".hdf": "hdf5",
-    ".zarr": "zarr",
-}
 # A compressed table keeps its inner suffix: t.csv.gz, t.tsv.zst (the CSV reader decompresses).
 _COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zstd")
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+
+__all__ = [
+    "FORMATS",
+    "FieldSpec",
+    "ReadOptions",
+    "Reader",
+    "Source",
+    "detect_format",
+    "open_source",
+]
+
+
+@dataclass(frozen=True)
+class Reader:
+    """One registry line: a format's name (the reader class's ``format``), where its reader
+    lives (``module:Class``, imported on first use so that ``import gpuds`` does not pay for
+    pyarrow, h5py or Pillow) and how its inputs are recognised."""
+
+    name: str
+    location: str
+    suffixes: tuple[str, ...] = ()
+    """File suffixes (lower case) of the format."""
+    compressed: bool = False
+    """The reader decompresses files itself (``t.csv.gz``): a compression suffix is looked
+    through."""
+    markers: tuple[str, ...] = ()
+    """Files whose presence makes a folder this format."""
+    folders: bool = False
+    """The reader of a folder without any format's marker."""
+
+    def load(self) -> type[Source]:
+        """The reader class."""
+        module_name, class_name = self.location.split(":")
+        reader: type[Source] = getattr(importlib.import_module(module_name), class_name)
+        return reader
+
+
+FORMATS: dict[str, Reader] = {
+    reader.name: reader
+    for reader in (
+        Reader("npy", "gpuds.sources.numpy:NpySource", (".npy",)),
+        Reader("npz", "gpuds.sources.numpy:NpzSource", (".npz",)),
+        Reader("images", "gpuds.sources.images:ImageFolderSource", folders=True),
+        Reader("csv", "gpuds.sources.tables:CsvSource", (".csv", ".tsv"), compressed=True),
+        Reader("parquet", "gpuds.sources.tables:ParquetSource", (".parquet", ".pq")),
+        Reader("hdf5", "gpuds.sources.hdf5:Hdf5Source", (".h5", ".hdf5", ".hdf")),
+        Reader("zarr", "gpuds.sources.zarr:ZarrSource", (".zarr",), markers=_ZARR_MARKERS),
+    )
+}
+"""Every reader by format name, in the order they are listed to users."""
 
 
 def detect_format(path: Path) -> str:
@@ -44,19 +69,21 @@ def detect_format(path: Path) -> str:
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder")
     if path.is_dir():
-        if any((path / marker).exists() for marker in _ZARR_MARKERS):
-            return "zarr"
-        return "images"
+        for reader in FORMATS.values():
+            if any((path / marker).exists() for marker in reader.markers):
+                return reader.name
+        return next(reader.name for reader in FORMATS.values() if reader.folders)
     suffix = path.suffix.lower()
-    if suffix in _COMPRESSED and Path(path.stem).suffix.lower() in (".csv", ".tsv"):
-        suffix = Path(path.stem).suffix.lower()
-    fmt = _SUFFIXES.get(suffix)
-    if fmt is None:
-        raise SourceError(
-            f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
-            f"pass --format with one of {', '.join(FORMATS)}"
-        )
-    return fmt
+    inner = Path(path.stem).suffix.lower()
+    for reader in FORMATS.values():
+        if suffix in reader.suffixes or (
+            reader.compressed and suffix in _COMPRESSED and inner in reader.suffixes
+        ):
+            return reader.name
+    raise SourceError(
+        f"{path}: cannot tell the format from the suffix {path.suffix!r}; "
+        f"pass --format with one of {', '.join(FORMATS)}"
+    )
 
 
 def open_source(path: Path, options: ReadOptions, fmt: str | None = None) -> Source:
@@ -66,6 +93,4 @@ def open_source(path: Path, options: ReadOptions, fmt: str | None = None) -> Sou
         raise SourceError(f"Unknown format {fmt!r}; valid: {', '.join(FORMATS)}")
     if not path.exists():
         raise SourceError(f"{path}: no such file or folder")
-    module_name, class_name = FORMATS[fmt].split(":")
-    reader: type[Source] = getattr(importlib.import_module(module_name), class_name)
-    return reader(path, options)
+    return FORMATS[fmt].load()(path, options)

@@ -5,29 +5,35 @@ more *fields*. Readers stream: :meth:`Source.blocks` yields consecutive blocks o
 ``max_samples`` samples as ``{field: ndarray}``, so memory stays bounded by one block whatever the
 input size. Everything a reader learns that belongs in the store's attributes (class names,
 vocabularies, skipped files) goes in :meth:`Source.metadata`, which is JSON-safe and complete once
-the blocks are exhausted.
+the blocks are exhausted. A reader with one field per array of its input (HDF5 datasets, Zarr
+arrays) builds on :class:`ArraysSource`, which selects, checks and streams the arrays.
 
-A new reader is one module in ``gpuds/sources/`` plus one line in ``gpuds/sources/__init__.py``.
+A new reader is one module in ``gpuds/sources/`` plus one line in ``gpuds/sources/__init__.py``
+(docs/DEVELOPING.md).
 """
 
 from __future__ import annotations
 
 import re
+import typing
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from gpuds.config import parse_names
 from gpuds.errors import ConfigError, SourceError
 from gpuds.store import SUPPORTED_DTYPES
 
 __all__ = [
-    "SUPPORTED_DTYPES",
     "WHITESPACE",
+    "ArraysSource",
     "FieldSpec",
+    "Member",
     "ReadOptions",
     "Source",
     "check_field_name",
@@ -115,6 +121,30 @@ class ReadOptions:
         ):
             raise ConfigError(f"Expected --skip-rows >= 0, got {self.skip_rows!r}")
 
+    @classmethod
+    def from_text(
+        cls, *, fields: str | None = None, resize: str | None = None, **options: Any
+    ) -> ReadOptions:
+        """The options as the command line gives them: ``fields`` comma-separated, ``resize`` as
+        ``HxW``; every other option as its value.
+
+        >>> ReadOptions.from_text(fields="x, y", resize="224x224", fit="crop").resize
+        (224, 224)
+        """
+        names = tuple(parse_names(fields)) if fields else None
+        return cls(fields=names, resize=parse_size(resize) if resize else None, **options)
+
+    @classmethod
+    def choices(cls, option: str) -> tuple[str, ...]:
+        """The values of ``option`` (``fit``, ``resample``, ``frames``), as its type declares them.
+
+        >>> ReadOptions.choices("fit")
+        ('stretch', 'crop', 'pad')
+        """
+        hint = typing.get_type_hints(cls)[option]
+        kinds = typing.get_args(hint) if typing.get_origin(hint) is not Literal else (hint,)
+        return tuple(v for kind in kinds for v in typing.get_args(kind) if isinstance(v, str))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "fields": list(self.fields) if self.fields is not None else None,
@@ -132,20 +162,73 @@ class ReadOptions:
         }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ReadOptions:
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
+    def from_dict(cls, data: Mapping[str, Any]) -> ReadOptions:
+        """Read settings from a mapping: :meth:`to_dict`'s (a store's ``history`` records it,
+        so ``gpuds.ingest(..., options=recorded)`` reads the sources again the same way), or
+        one written by hand (``resize`` also as ``"HxW"``). Unknown keys and values of the
+        wrong type are a :class:`~gpuds.errors.ConfigError` naming the option.
+
+        Examples
+        --------
+        >>> ReadOptions.from_dict({"resize": "64x48", "fit": "crop"}).resize
+        (64, 48)
+        """
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"Expected read options as a mapping, got {data!r}")
+        known = [f.name for f in dataclass_fields(cls)]
+        unknown = sorted(set(data) - set(known))
         if unknown:
             raise ConfigError(
                 f"Unknown read option(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
             )
         values = dict(data)
-        if values.get("fields") is not None:
-            values["fields"] = tuple(values["fields"])
-        if values.get("resize") is not None:
-            height, width = values["resize"]
-            values["resize"] = (int(height), int(width))
+        fields = values.get("fields")
+        if fields is not None:
+            if not isinstance(fields, list | tuple) or not all(isinstance(f, str) for f in fields):
+                raise ConfigError(
+                    f"Expected read option 'fields' to be a list of names, got {fields!r}"
+                )
+            values["fields"] = tuple(fields)
+        resize = values.get("resize")
+        if isinstance(resize, str):
+            values["resize"] = parse_size(resize)
+        elif resize is not None:
+            if (
+                not isinstance(resize, list | tuple)
+                or len(resize) != 2
+                or not all(_is_size(v) for v in resize)
+            ):
+                raise ConfigError(
+                    "Expected read option 'resize' to be [height, width] or \"HxW\", "
+                    f"got {resize!r}"
+                )
+            values["resize"] = (int(resize[0]), int(resize[1]))
+        for key, kinds in _OPTION_TYPES.items():
+            value = values.get(key)
+            if value is not None and not isinstance(value, kinds):
+                raise ConfigError(
+                    f"Expected read option {key!r} to be a {kinds.__name__}, got {value!r}"
+                )
         return cls(**values)
+
+
+_OPTION_TYPES: dict[str, type] = {
+    "header": bool,
+    "label": str,
+    "mode": str,
+    "fit": str,
+    "resample": str,
+    "skip_bad": bool,
+    "strict_fields": bool,
+    "frames": str,
+    "delimiter": str,
+}
+"""Types of the read options :meth:`ReadOptions.from_dict` takes as they are (``None`` aside);
+their values are checked by the readers that use them."""
+
+
+def _is_size(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 class Source(ABC):
@@ -193,6 +276,82 @@ class Source(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class Member:
+    """An array a reader found in its input: how messages name it (``dataset /x``,
+    ``array 'x'``), where it lies (recorded in the reader's metadata), the array itself (anything
+    with ``shape`` and ``dtype``: an ``h5py.Dataset``, a ``zarr.Array``), or why it cannot be
+    read."""
+
+    label: str
+    location: str
+    array: Any = None
+    problem: str | None = None
+
+
+class ArraysSource(Source):
+    """A reader with one field per array of its input (HDF5 datasets, Zarr arrays).
+
+    A subclass finds the arrays, hands them to :meth:`_take` by field name and reads samples of
+    one (:meth:`_read`). This class selects the fields (``--fields``), refuses the arrays that
+    cannot be read and the names that cannot be fields, checks that the arrays share their
+    length, and yields the blocks.
+    """
+
+    what: ClassVar[str] = "arrays"
+    """How the error about arrays of different lengths names them."""
+
+    def __init__(self, path: Path, options: ReadOptions) -> None:
+        super().__init__(path, options)
+        self._arrays: dict[str, Any] = {}
+        self._locations: dict[str, str] = {}
+        self._specs: list[FieldSpec] = []
+        self._length = 0
+
+    def _take(self, members: Mapping[str, Member]) -> None:
+        """Keep the selected members as the fields; an unreadable one is an error."""
+        where = str(self.path)
+        names = select_fields(
+            list(members), self.options.fields, where, strict=self.options.strict_fields
+        )
+        for name in names:
+            member = members[name]
+            if member.problem is not None or member.array is None:
+                raise SourceError(
+                    f"{where}: {member.label} (field {name!r}) {member.problem}; leave it out "
+                    "with --fields"
+                )
+            check_field_name(name, f"{where}: {member.label}")
+            self._arrays[name] = member.array
+            self._locations[name] = member.location
+            self._specs.append(self._spec(name, member.array))
+        lengths = {name: int(array.shape[0]) for name, array in self._arrays.items()}
+        self._length = common_length(lengths, where, self.what)
+
+    def _spec(self, name: str, array: Any) -> FieldSpec:
+        """The field an array gives (its dtype in native byte order)."""
+        dtype = native_dtype(array.dtype)
+        assert dtype is not None, "an array of another dtype carries a problem"
+        return FieldSpec(name, dtype, tuple(array.shape[1:]))
+
+    @abstractmethod
+    def _read(self, spec: FieldSpec, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)`` of the field ``spec``, in its dtype."""
+
+    @property
+    def fields(self) -> list[FieldSpec]:
+        return list(self._specs)
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+    def blocks(self, max_samples: int) -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, self._length, max_samples):
+            stop = min(start + max_samples, self._length)
+            yield {spec.name: self._read(spec, start, stop) for spec in self._specs}
 
 
 WHITESPACE = "whitespace"

@@ -38,7 +38,7 @@ Samples
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,27 +46,9 @@ import h5py
 import numpy as np
 
 from gpuds.errors import SourceError
-from gpuds.sources.base import (
-    FieldSpec,
-    ReadOptions,
-    Source,
-    check_field_name,
-    common_length,
-    native_dtype,
-    select_fields,
-)
+from gpuds.sources.base import ArraysSource, FieldSpec, Member, ReadOptions, native_dtype
 
 __all__ = ["Hdf5Source"]
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One name found in the file: a readable dataset, or the reason it cannot be read."""
-
-    hdf5_path: str
-    kind: str = "link"
-    dataset: h5py.Dataset | None = None
-    problem: str | None = None
 
 
 def _dtype_problem(dtype: np.dtype[Any]) -> str:
@@ -104,10 +86,14 @@ def _dataset_problem(dataset: h5py.Dataset) -> str | None:
     return None
 
 
+def _link(path: str, problem: str) -> Member:
+    return Member(f"link {path}", path, problem=problem)
+
+
 def _walk(
     group: h5py.Group, prefix: str, ancestors: dict[Any, str]
-) -> Iterator[tuple[str, _Entry]]:
-    """Yield ``(hdf5_path, entry)`` for every dataset or unreadable link under ``group``.
+) -> Iterator[tuple[str, Member]]:
+    """Yield ``(hdf5_path, member)`` for every dataset or unreadable link under ``group``.
 
     ``prefix`` is the path ``group`` was reached by (``""`` for the root); ``ancestors`` maps the
     object id of ``group`` and of each group above it to its path.
@@ -118,11 +104,11 @@ def _walk(
             link = group.get(name, getlink=True)
         except TypeError:
             # h5py raises TypeError for user-defined link classes it cannot represent.
-            yield path, _Entry(path, problem="is a user-defined link, which is not followed")
+            yield path, _link(path, "is a user-defined link, which is not followed")
             continue
         if isinstance(link, h5py.ExternalLink):
             outside = f"is an external link to {link.filename}:{link.path}; only this file is read"
-            yield path, _Entry(path, problem=outside)
+            yield path, _link(path, outside)
             continue
         node = group.get(name)
         if node is None:
@@ -131,18 +117,18 @@ def _walk(
                 if isinstance(link, h5py.SoftLink)
                 else "cannot be opened (corrupt object header)"
             )
-            yield path, _Entry(path, problem=broken)
+            yield path, _link(path, broken)
         elif isinstance(node, h5py.Dataset):
-            yield path, _Entry(path, "dataset", node, _dataset_problem(node))
+            yield path, Member(f"dataset {path}", path, node, _dataset_problem(node))
         elif isinstance(node, h5py.Group):
             if node.id in ancestors:
                 cycle = f"links back to its parent group {ancestors[node.id]}, forming a cycle"
-                yield path, _Entry(path, problem=cycle)
+                yield path, _link(path, cycle)
             else:
                 yield from _walk(node, path, {**ancestors, node.id: path})
 
 
-class Hdf5Source(Source):
+class Hdf5Source(ArraysSource):
     """An HDF5 file: one field per dataset, named by its path with ``/`` replaced by ``.``.
 
     Parameters
@@ -160,6 +146,7 @@ class Hdf5Source(Source):
     """
 
     format = "hdf5"
+    what = "datasets"
 
     def __init__(self, path: Path, options: ReadOptions) -> None:
         super().__init__(path, options)
@@ -168,86 +155,53 @@ class Hdf5Source(Source):
         except OSError as e:
             raise SourceError(f"{path}: not a readable HDF5 file ({e})") from e
         try:
-            self._open(path, options)
+            self._open(path)
         except BaseException:
             self._file.close()
             raise
 
-    def _open(self, path: Path, options: ReadOptions) -> None:
-        entries: dict[str, _Entry] = {}
+    def _open(self, path: Path) -> None:
+        members: dict[str, Member] = {}
         try:
-            for hdf5_path, entry in _walk(self._file, "", {self._file.id: "/"}):
+            for hdf5_path, member in _walk(self._file, "", {self._file.id: "/"}):
                 name = hdf5_path.lstrip("/").replace("/", ".")
-                if name in entries:
-                    other = entries[name].hdf5_path
-                    entry = _Entry(
+                if name in members:
+                    other = members[name].location
+                    member = Member(
+                        member.label,
                         hdf5_path,
-                        entry.kind,
                         problem=f"and {other} both map to the field name {name!r} ('/' becomes "
                         "'.'), so one must be renamed in the file",
                     )
-                entries[name] = entry
+                members[name] = member
         except (OSError, RuntimeError) as e:
             raise SourceError(f"{path}: corrupt HDF5 file ({e})") from e
-        if not entries:
+        if not members:
             raise SourceError(f"{path}: the file holds no datasets")
-        names = select_fields(
-            list(entries), options.fields, str(path), strict=options.strict_fields
-        )
-        self._datasets: dict[str, h5py.Dataset] = {}
-        self._paths: dict[str, str] = {}
-        self._specs: list[FieldSpec] = []
-        for name in names:
-            entry = entries[name]
-            if entry.problem is not None or entry.dataset is None:
-                raise SourceError(
-                    f"{path}: {entry.kind} {entry.hdf5_path} (field {name!r}) {entry.problem}; "
-                    "leave it out with --fields"
-                )
-            check_field_name(name, f"{path}: dataset {entry.hdf5_path}")
-            self._datasets[name] = entry.dataset
-            self._paths[name] = entry.hdf5_path
-            self._specs.append(self._spec(name, entry.dataset))
-        self._length = common_length(
-            {name: int(a.shape[0]) for name, a in self._datasets.items()}, str(path), "datasets"
+        self._take(members)
+
+    def _spec(self, name: str, array: Any) -> FieldSpec:
+        spec = super()._spec(name, array)
+        enum = h5py.check_enum_dtype(array.dtype)
+        return replace(
+            spec, attrs={"enum": {str(k): int(v) for k, v in enum.items()}} if enum else {}
         )
 
-    @staticmethod
-    def _spec(name: str, dataset: h5py.Dataset) -> FieldSpec:
-        dtype = native_dtype(dataset.dtype)
-        assert dtype is not None, "checked by _dataset_problem"
-        enum = h5py.check_enum_dtype(dataset.dtype)
-        attrs = {"enum": {str(k): int(v) for k, v in enum.items()}} if enum else {}
-        return FieldSpec(name, dtype, tuple(dataset.shape[1:]), attrs=attrs)
-
-    @property
-    def fields(self) -> list[FieldSpec]:
-        return list(self._specs)
-
-    @property
-    def length(self) -> int:
-        return self._length
-
-    def blocks(self, max_samples: int) -> Iterator[dict[str, np.ndarray]]:
-        for start in range(0, self._length, max_samples):
-            stop = min(start + max_samples, self._length)
-            block = {}
-            for spec in self._specs:
-                out = np.empty((stop - start, *spec.sample_shape), dtype=spec.dtype)
-                try:
-                    # HDF5 converts byte order and enum types while copying into `out`.
-                    self._datasets[spec.name].read_direct(out, np.s_[start:stop])
-                except OSError as e:
-                    raise SourceError(
-                        f"{self.path}: cannot read dataset {self._paths[spec.name]} samples "
-                        f"{start}:{stop} ({e}); the file is corrupt or needs an HDF5 filter "
-                        "plugin that is not installed"
-                    ) from e
-                block[spec.name] = out
-            yield block
+    def _read(self, spec: FieldSpec, start: int, stop: int) -> np.ndarray:
+        out = np.empty((stop - start, *spec.sample_shape), dtype=spec.dtype)
+        try:
+            # HDF5 converts byte order and enum types while copying into `out`.
+            self._arrays[spec.name].read_direct(out, np.s_[start:stop])
+        except OSError as e:
+            raise SourceError(
+                f"{self.path}: cannot read dataset {self._locations[spec.name]} samples "
+                f"{start}:{stop} ({e}); the file is corrupt or needs an HDF5 filter "
+                "plugin that is not installed"
+            ) from e
+        return out
 
     def metadata(self) -> dict[str, Any]:
-        return {"datasets": dict(self._paths)}
+        return {"datasets": dict(self._locations)}
 
     def close(self) -> None:
         self._file.close()

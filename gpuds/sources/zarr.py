@@ -30,8 +30,7 @@ Samples
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,26 +38,9 @@ import numpy as np
 import zarr
 
 from gpuds.errors import SourceError
-from gpuds.sources.base import (
-    FieldSpec,
-    ReadOptions,
-    Source,
-    check_field_name,
-    common_length,
-    native_dtype,
-    select_fields,
-)
+from gpuds.sources.base import ArraysSource, FieldSpec, Member, ReadOptions, native_dtype
 
 __all__ = ["ZarrSource"]
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One array found in the store, and the reason it cannot be read (None if it can)."""
-
-    zarr_path: str
-    array: zarr.Array
-    problem: str | None = None
 
 
 def _array_problem(array: zarr.Array) -> str | None:
@@ -72,7 +54,7 @@ def _array_problem(array: zarr.Array) -> str | None:
     return None
 
 
-class ZarrSource(Source):
+class ZarrSource(ArraysSource):
     """A Zarr store (format 2 or 3): one field per array, named by its path with ``.`` for ``/``.
 
     Parameters
@@ -95,7 +77,7 @@ class ZarrSource(Source):
         super().__init__(path, options)
         try:
             node = zarr.open(str(path), mode="r", use_consolidated=False)
-            entries = self._entries(node)
+            members = self._members(node)
         # zarr reports a missing store, unparsable JSON and invalid metadata with several types.
         except (OSError, ValueError, TypeError, KeyError) as e:
             raise SourceError(
@@ -103,64 +85,29 @@ class ZarrSource(Source):
                 "expected a folder with zarr.json (format 3) or .zgroup/.zarray (format 2)"
             ) from e
         self._zarr_format: int = node.metadata.zarr_format
-        if not entries:
+        if not members:
             raise SourceError(f"{path}: the store holds no arrays")
-        names = select_fields(
-            list(entries), options.fields, str(path), strict=options.strict_fields
-        )
-        self._arrays: dict[str, zarr.Array] = {}
-        self._paths: dict[str, str] = {}
-        self._specs: list[FieldSpec] = []
-        for name in names:
-            entry = entries[name]
-            if entry.problem is not None:
-                raise SourceError(
-                    f"{path}: array {entry.zarr_path!r} (field {name!r}) {entry.problem}; "
-                    "leave it out with --fields"
-                )
-            check_field_name(name, f"{path}: array {entry.zarr_path!r}")
-            dtype = native_dtype(entry.array.dtype)
-            assert dtype is not None, "checked by _array_problem"
-            self._arrays[name] = entry.array
-            self._paths[name] = entry.zarr_path
-            self._specs.append(FieldSpec(name, dtype, tuple(entry.array.shape[1:])))
-        self._length = common_length(
-            {name: int(a.shape[0]) for name, a in self._arrays.items()}, str(self.path), "arrays"
-        )
+        self._take(members)
 
-    def _entries(self, node: zarr.Array | zarr.Group) -> dict[str, _Entry]:
+    def _members(self, node: zarr.Array | zarr.Group) -> dict[str, Member]:
         if isinstance(node, zarr.Array):
             stem = Path(os.path.abspath(self.path)).stem
-            return {stem: _Entry(node.path, node, _array_problem(node))}
-        entries: dict[str, _Entry] = {}
-        members = sorted(node.members(max_depth=None), key=lambda item: item[0].split("/"))
-        for rel_path, member in members:
-            if not isinstance(member, zarr.Array):
+            return {stem: _member(node.path, node)}
+        members: dict[str, Member] = {}
+        found = sorted(node.members(max_depth=None), key=lambda item: item[0].split("/"))
+        for rel_path, array in found:
+            if not isinstance(array, zarr.Array):
                 continue
             name = rel_path.replace("/", ".")
-            entry = _Entry(rel_path, member, _array_problem(member))
-            if name in entries:
-                entry = _Entry(
-                    rel_path,
+            member = _member(rel_path, array)
+            if name in members:
+                member = replace(
                     member,
-                    f"and {entries[name].zarr_path!r} both map to the field name {name!r} ('/' "
-                    "becomes '.'), so one must be renamed in the store",
+                    problem=f"and {members[name].location!r} both map to the field name {name!r} "
+                    "('/' becomes '.'), so one must be renamed in the store",
                 )
-            entries[name] = entry
-        return entries
-
-    @property
-    def fields(self) -> list[FieldSpec]:
-        return list(self._specs)
-
-    @property
-    def length(self) -> int:
-        return self._length
-
-    def blocks(self, max_samples: int) -> Iterator[dict[str, np.ndarray]]:
-        for start in range(0, self._length, max_samples):
-            stop = min(start + max_samples, self._length)
-            yield {spec.name: self._read(spec, start, stop) for spec in self._specs}
+            members[name] = member
+        return members
 
     def _read(self, spec: FieldSpec, start: int, stop: int) -> np.ndarray:
         array = self._arrays[spec.name]
@@ -171,14 +118,18 @@ class ZarrSource(Source):
         except Exception as e:
             rows = (array.shards or array.chunks)[0]
             raise SourceError(
-                f"{self.path}: cannot read array {self._paths[spec.name]!r} samples "
+                f"{self.path}: cannot read array {self._locations[spec.name]!r} samples "
                 f"{start}:{stop} (chunk {start // rows}..{(stop - 1) // rows} along axis 0): "
                 f"{type(e).__name__}: {e}; the store is corrupt"
             ) from e
         return np.asarray(data).astype(spec.dtype, copy=False)
 
     def metadata(self) -> dict[str, Any]:
-        return {"arrays": dict(self._paths), "zarr_format": self._zarr_format}
+        return {"arrays": dict(self._locations), "zarr_format": self._zarr_format}
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "zarr_format": self._zarr_format}
+
+
+def _member(zarr_path: str, array: zarr.Array) -> Member:
+    return Member(f"array {zarr_path!r}", zarr_path, array, _array_problem(array))

@@ -1,4 +1,4 @@
-"""Streaming statistics and config helpers shared by the value-transform ops.
+"""Statistics of the ops that fit them, and :class:`FittedOp`, the base of those ops.
 
 Every statistic is kept per *channel*: with ``per="none"`` a field has one channel (all its values),
 with ``per="channel"`` one per entry of the last axis of a sample (the colour channel of
@@ -7,6 +7,7 @@ with ``per="channel"`` one per entry of the last axis of a sample (the colour ch
 over axis 0, and fitted statistics are 1-D host arrays of length ``channels`` that broadcast
 against the block's last axis.
 
+- :class:`RunningMoments`: count, mean and sum of squared deviations, merged block by block.
 - :class:`RunningMinMax`: exact min and max of the finite values, and how many finite and
   infinite values were seen, merged block by block.
 - :class:`Histogram`: counts in ``2**16`` equal bins between a fitted min and max (one bin per
@@ -17,25 +18,28 @@ against the block's last axis.
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from gpuds.backend import array_module, to_host
 from gpuds.errors import ConfigError, SourceError
-from gpuds.ops.base import Spec
+from gpuds.ops.base import CODE_KINDS, Op, Spec, parse_fields, require_fields
 
 __all__ = [
     "FLOAT_DTYPES",
     "HIST_BINS",
-    "NON_NUMERIC_KINDS",
+    "FittedOp",
     "Histogram",
     "RunningMinMax",
+    "RunningMoments",
     "as_channels",
     "channel_count",
     "channel_name",
     "check_stat_length",
+    "float_outputs",
     "parse_float_dtype",
     "parse_per",
     "refuse_infinite",
@@ -47,7 +51,6 @@ __all__ = [
 
 PER = ("none", "channel")
 FLOAT_DTYPES = ("float16", "float32", "float64")
-NON_NUMERIC_KINDS = frozenset({"category", "label", "mask"})
 HIST_BINS = 2**16
 """Bins per channel of a float histogram (and the widest exact integer histogram)."""
 HIST_BUDGET = 2**24
@@ -79,7 +82,7 @@ def require_numeric(
     """Each field must hold plain numbers: a dtype of ``kinds`` and not a category/label/mask."""
     for name in names:
         spec = specs[name]
-        if spec.kind in NON_NUMERIC_KINDS:
+        if spec.kind in CODE_KINDS:
             raise ConfigError(
                 f"{where}: field {name!r} is a {spec.kind} field (codes, not quantities); "
                 f"remove it from 'fields'"
@@ -91,6 +94,18 @@ def require_numeric(
                 f"{where}: field {name!r} has dtype {spec.dtype}, expected a {accepted} dtype; "
                 f"remove it from 'fields' or 'cast' it first"
             )
+
+
+def float_outputs(
+    specs: Mapping[str, Spec], names: Sequence[str], dtype: np.dtype[Any]
+) -> dict[str, Spec]:
+    """The fields leaving an op that turns the fields ``names`` into ``dtype`` floats: same shape
+    and kind, no attributes (a unit no longer applies); the others pass through."""
+    out = dict(specs)
+    for name in names:
+        spec = specs[name]
+        out[name] = Spec(dtype, spec.sample_shape, spec.kind)
+    return out
 
 
 def channel_count(spec: Spec, per: str) -> int:
@@ -344,3 +359,147 @@ class Histogram:
             low, high = self.order_statistic(rank)
             values.append((low.astype(np.float64) + high.astype(np.float64)) / 2)
         return (values[0] + values[1]) / 2
+
+
+class RunningMoments:
+    """Count, mean and M2 (sum of squared deviations) merged block by block.
+
+    Uses the pairwise update of Chan, Golub and LeVeque in float64: each block's mean and M2 are
+    computed around the block's own mean, then merged, so a large offset (values ~1e8 + N(0, 1))
+    does not cancel the variance as the naive sum of squares does. NaNs are ignored.
+    """
+
+    def __init__(self) -> None:
+        self.count: np.ndarray | None = None
+        self.mean: np.ndarray | None = None
+        self.m2: np.ndarray | None = None
+
+    def update(self, values: Any, axes: tuple[int, ...]) -> None:
+        xp = array_module(values)
+        x = values.astype(xp.float64)
+        valid = ~xp.isnan(x)
+        n = valid.sum(axis=axes).astype(xp.float64)
+        total = xp.where(valid, x, 0).sum(axis=axes)
+        mean = xp.where(n > 0, total / xp.maximum(n, 1), 0)
+        shape = [1 if a in axes else s for a, s in enumerate(x.shape)]
+        centred = xp.where(valid, x - mean.reshape(shape), 0)
+        m2 = (centred * centred).sum(axis=axes)
+        n_h, mean_h, m2_h = (np.asarray(to_host(v), dtype=np.float64) for v in (n, mean, m2))
+        if self.count is None or self.mean is None or self.m2 is None:
+            self.count, self.mean, self.m2 = n_h, mean_h, m2_h
+            return
+        total_n = self.count + n_h
+        safe = np.maximum(total_n, 1)
+        delta = mean_h - self.mean
+        self.mean = self.mean + delta * n_h / safe
+        self.m2 = self.m2 + m2_h + delta * delta * self.count * n_h / safe
+        self.count = total_n
+
+    def std(self) -> np.ndarray:
+        """Population standard deviation (ddof=0)."""
+        assert self.count is not None and self.m2 is not None
+        return np.sqrt(self.m2 / np.maximum(self.count, 1))
+
+
+class FittedOp(Op):
+    """Base of the ops that fit statistics per field: per statistic and field, a 1-D host array
+    with one entry per channel (``per``).
+
+    It holds what all of them share: the ``fields`` key, the statistics (:attr:`fitted`, by
+    field, then by statistic), their check against the fields when the op is planned, the error
+    when the op applies before it was fitted (:meth:`fitted_for`), and the round trip of what it
+    fitted: :meth:`stats` and :meth:`load_stats`. A subclass names its statistics
+    (:meth:`statistics`, none when its config fits nothing), plans with :meth:`plan_fields`,
+    stores what it fits in :attr:`fitted`, and may check loaded statistics
+    (:meth:`check_stats`).
+    """
+
+    unfitted: ClassVar[str] = "statistics"
+    """What :meth:`fitted_for` says is missing when the op applies unfitted."""
+    stats_in_field_dtype: ClassVar[bool] = False
+    """The statistics are values of the field (bounds, fill values), held in its dtype; others
+    are float64."""
+    per: str = "none"
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        self.fields = parse_fields(config, self.where)
+        self.fitted: dict[str, dict[str, np.ndarray]] = {}
+        self.specs: dict[str, Spec] = {}
+
+    @abstractmethod
+    def statistics(self) -> tuple[str, ...]:
+        """The statistics recorded per field, in order (none: this config fits nothing)."""
+
+    def recorded_settings(self) -> dict[str, Any]:
+        """Settings recorded beside each field's statistics (after them, before ``per``)."""
+        return {}
+
+    def check_stats(
+        self, values: dict[str, np.ndarray], where: str, entry: Mapping[str, Any]
+    ) -> dict[str, np.ndarray]:
+        """Loaded statistics of one field (read from ``entry``), checked against each other and
+        converted where needed; errors start with ``where``."""
+        return values
+
+    def plan_fields(self, specs: Mapping[str, Spec], numeric: str | None = None) -> None:
+        """Check that the op's fields reach it (holding numbers of the dtype kinds ``numeric``,
+        when given) and fit the statistics loaded so far to them."""
+        require_fields(specs, self.fields, self.where)
+        if numeric is not None:
+            require_numeric(specs, self.fields, self.where, numeric)
+        self.specs = {name: specs[name] for name in self.fields}
+        for name in self.fields:
+            if name in self.fitted:
+                self.fitted[name] = self._adopt(name, self.fitted[name])
+
+    def fitted_for(self, name: str) -> dict[str, np.ndarray]:
+        """The statistics of field ``name``; an error when the op was neither fitted nor given
+        statistics."""
+        found = self.fitted.get(name)
+        if found is None:
+            raise ConfigError(
+                f"{self.where}: no {self.unfitted} for field {name!r}; fit the op or load_stats "
+                "first"
+            )
+        return found
+
+    def stats(self) -> dict[str, Any]:
+        if not self.statistics():
+            return {}
+        return {
+            name: {
+                **{key: stat_list(value) for key, value in found.items()},
+                **self.recorded_settings(),
+                "per": self.per,
+            }
+            for name in self.fields
+            if (found := self.fitted.get(name))
+        }
+
+    def load_stats(self, stats: Mapping[str, Any]) -> None:
+        """Restore statistics produced by :meth:`stats`, so that the op applies without
+        fitting (it then fits nothing)."""
+        names = self.statistics()
+        if not names:
+            return
+        dtype = None if self.stats_in_field_dtype else np.float64
+        for name in self.fields:
+            where = f"{self.where} statistics of field {name!r}"
+            entry = stats_entry(stats, name, self.per, where, " and ".join(names))
+            values = {
+                key: stat_array(entry.get(key), f"{where}, {key!r}", dtype=dtype) for key in names
+            }
+            values = self.check_stats(values, where, entry)
+            self.fitted[name] = self._adopt(name, values) if name in self.specs else values
+        self.fit_passes = 0
+
+    def _adopt(self, name: str, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Statistics checked against the field they apply to, in its dtype if they are its
+        values (exact: they were fitted in it)."""
+        spec = self.specs[name]
+        for value in values.values():
+            check_stat_length(value, spec, self.per, self.where, name)
+        if not self.stats_in_field_dtype:
+            return values
+        return {key: value.astype(spec.dtype) for key, value in values.items()}

@@ -11,6 +11,7 @@ so the engine keeps the block size fixed for a given input.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -42,8 +43,8 @@ def largest_remainder(total: int, weights: list[float]) -> list[int]:
     --------
     >>> largest_remainder(10, [0.8, 0.1, 0.1])
     [8, 1, 1]
-    >>> largest_remainder(7, [0.5, 0.25, 0.25])
-    [4, 2, 1]
+    >>> largest_remainder(7, [0.5, 0.25, 0.25])  # 3.5, 1.75, 1.75: the .75s get the two left
+    [3, 2, 2]
     """
     exact = [total * w for w in weights]
     parts = [int(np.floor(x)) for x in exact]
@@ -91,16 +92,25 @@ def check_draw_limit(total: int, op: str) -> None:
 
 
 class CountingOp(Op):
-    """An op that counts the samples reaching it (per class of ``stratify``) in one fit pass."""
+    """An op that counts the samples reaching it (per class of the config's ``stratify`` field,
+    optional) in one fit pass."""
 
     fit_passes = 1
     fits_on_split = False
-    stratify: str | None = None
-    _counter: ClassCounter
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__(config)
+        stratify = config.get("stratify")
+        if stratify is not None and not isinstance(stratify, str):
+            raise ConfigError(
+                f"{self.where}: expected 'stratify' to be a field name, got {stratify!r}"
+            )
+        self.stratify: str | None = stratify
+        self._counter = ClassCounter()
 
     def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
         if self.stratify is not None:
-            where = f"op {self.name!r}"
+            where = self.where
             require_fields(specs, [self.stratify], f"{where}: stratify")
             spec = specs[self.stratify]
             if spec.dtype.kind not in "iub" or spec.sample_shape != ():

@@ -1,0 +1,78 @@
+"""Options several commands share, and the choices the registries declare.
+
+A choice (``options.Codec``, ``options.Device``, ...) is a :class:`~enum.StrEnum` built from its
+registry the first time a command's options are built, not when this module is imported: the
+registries import NumPy, zarr or Pillow, and ``gpuds --help`` lists the commands without them.
+Commands name a choice as ``options.Codec`` in their annotations, with its default as a string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from enum import StrEnum
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["CHOICES", "JsonSummary", "Overwrite", "Quiet"]
+
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace OUT if it is an existing Zarr store.")
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+JsonSummary = Annotated[
+    bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+]
+
+
+def _codecs() -> Iterable[str]:
+    from gpuds.codecs import CODEC_NAMES
+
+    return CODEC_NAMES
+
+
+def _devices() -> Iterable[str]:
+    from gpuds.backend import DEVICES
+
+    return DEVICES
+
+
+def _formats() -> Iterable[str]:
+    from gpuds.sources import FORMATS
+
+    return FORMATS
+
+
+def _modes() -> Iterable[str]:
+    from gpuds.sources.images import MODES
+
+    return MODES
+
+
+def _read_option(name: str) -> Callable[[], Iterable[str]]:
+    def values() -> Iterable[str]:
+        from gpuds.sources.base import ReadOptions
+
+        return ReadOptions.choices(name)
+
+    return values
+
+
+CHOICES: dict[str, Callable[[], Iterable[str]]] = {
+    "Codec": _codecs,
+    "Device": _devices,
+    "Format": _formats,
+    "Mode": _modes,
+    "Fit": _read_option("fit"),
+    "Resample": _read_option("resample"),
+    "Frames": _read_option("frames"),
+}
+"""Each choice and where its values come from."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in CHOICES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    choice = StrEnum(name, [(value, value) for value in CHOICES[name]()])  # type: ignore[misc]
+    globals()[name] = choice
+    return choice
