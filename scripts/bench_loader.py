@@ -1,6 +1,6 @@
 """Benchmark: the gpuds loader on the CPU, checksums on and off, against zarr-python and bounds.
 
-    python scripts/bench_loader.py [--samples 65536] [--batch 256] [--epochs 8]
+    python scripts/bench_loader.py [--samples 65536] [--batch 256] [--epochs 8] [--no-tf]
 
 Two stores hold the same samples (an image-like uint8 32x32x3 field and an int64 label, zstd,
 sharded): the one ``gpuds compress`` writes, whose chunks end in the ``crc32c`` checksum, and a
@@ -42,6 +42,21 @@ shared machine):
   median of the checked loader's rate over the bound computed from the same round's runs.
 - ``shuffle_quality`` of the delivered order and ``loader_peak_traced_mib``, the checked
   loader's peak traced memory (measured in an extra, untimed epoch).
+
+With TensorFlow installed (``--no-tf`` skips it), each round also times, on the checked store
+and at the loader's epoch of the round:
+
+- ``tf_data_samples_per_s``: ``gpuds.tensorflow.dataset(loader, "images", "labels")`` (a loader
+  with the same options) drained by TensorFlow itself, ``Dataset.reduce`` in a ``tf.function``,
+  as Keras's ``model.fit`` drains it in its compiled train function; best.
+  ``tf_data_share_of_loader``: median over rounds of its rate over the checked loader's
+  (goal: 0.9). ``tf_data_eager_loop_...``: the same drained by a Python ``for`` loop, as a custom
+  training loop does. Epoch 0 checks that the dataset delivers the loader's batches.
+- ``tf_from_tensor_slices_samples_per_s``: the input pipeline a TensorFlow user writes for the
+  same data held in memory (both fields read into NumPy arrays): ``tf.data.Dataset.
+  from_tensor_slices((images, labels)).shuffle(samples).batch(batch).prefetch(AUTOTUNE)``
+  (a uniform shuffle, as the tf.data guide shows for NumPy arrays), drained the same way;
+  ``tf_data_vs_from_tensor_slices``: median over rounds of gpuds' rate over it.
 """
 
 from __future__ import annotations
@@ -51,6 +66,7 @@ import json
 import os
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -267,6 +283,64 @@ def _check_same(loaders: dict[str, Loader], fields: list[str]) -> int:
     return count
 
 
+class _TensorFlowRows:
+    """The tf.data figures: gpuds.tensorflow.dataset against the loader and the tf.data pipeline
+    a TensorFlow user writes for the same arrays in memory."""
+
+    def __init__(self, loader: Loader, store: Path, fields: list[str], batch: int) -> None:
+        import tensorflow as tf
+
+        import gpuds.tensorflow as gtf
+
+        self.tf = tf
+        self.loader = loader
+        self.gpuds = gtf.dataset(loader, inputs="images", targets="labels")
+        arrays = [np.asarray(zarr.open_array(store / name, mode="r")[...]) for name in fields]
+        self.baseline = (
+            tf.data.Dataset.from_tensor_slices(tuple(arrays))
+            .shuffle(len(arrays[0]), seed=0)
+            .batch(batch)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+        @tf.function
+        def drain(data: Any) -> Any:
+            return data.reduce(
+                tf.constant(0, tf.int64),
+                lambda count, element: count + tf.shape(element[1], out_type=tf.int64)[0],
+            )
+
+        self.drain = drain
+
+    def check(self, reference: Loader, fields: list[str]) -> None:
+        """Epoch 0 of the dataset must be the loader's epoch 0, batch for batch."""
+        self.loader.set_epoch(0)
+        reference.set_epoch(0)
+        for (images, labels), batch in zip(self.gpuds, reference, strict=True):
+            for name, values in zip(fields, (images, labels), strict=True):
+                if not np.array_equal(np.asarray(values), batch[name]):
+                    raise SystemExit(f"gpuds.tensorflow.dataset delivers other {name}")
+        self.drain(self.baseline)  # traces the drain once for each dataset
+        self.drain(self.gpuds)
+
+    def rates(self, epoch: int) -> dict[str, float]:
+        """Samples/s of one epoch of each: drained by TensorFlow, by a Python loop, baseline."""
+        out = {}
+        self.loader.set_epoch(epoch)  # a loader moved by hand: its next pass is this epoch
+        start = time.perf_counter()
+        count = int(self.drain(self.gpuds))
+        out["graph"] = count / (time.perf_counter() - start)
+        self.loader.set_epoch(epoch)
+        start, count = time.perf_counter(), 0
+        for _, labels in self.gpuds:
+            count += int(labels.shape[0])
+        out["eager"] = count / (time.perf_counter() - start)
+        start = time.perf_counter()
+        count = int(self.drain(self.baseline))
+        out["baseline"] = count / (time.perf_counter() - start)
+        return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=65536)
@@ -279,6 +353,7 @@ def main() -> None:
     parser.add_argument(
         "--prefetch", type=int, default=None, help="prefetch (default: the loader's)"
     )
+    parser.add_argument("--no-tf", action="store_true", help="skip the tf.data figures")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="gpuds-bench-loader-"))
@@ -304,6 +379,24 @@ def main() -> None:
         loader = loaders["checked"]
         if _check_same(loaders, fields) != args.samples:
             raise SystemExit("an epoch does not deliver every sample")
+        tf_rows = None
+        if not args.no_tf:
+            try:
+                tf_rows = _TensorFlowRows(
+                    datasets["checked"].loader(args.batch, fields=fields, device="cpu", **options),
+                    store,
+                    fields,
+                    args.batch,
+                )
+            except ImportError:
+                print("tensorflow is not installed: no tf.data figures", file=sys.stderr)
+            else:
+                tf_rows.check(
+                    datasets["checked"].loader(args.batch, fields=fields, device="cpu", **options),
+                    fields,
+                )
+        tf_best = {"graph": 0.0, "eager": 0.0, "baseline": 0.0}
+        tf_ratios: dict[str, list[float]] = {"graph": [], "eager": [], "baseline": []}
         # The memory the loader's windows span: prefetch + 2 windows of every field.
         footprint = (loader.prefetch + 2) * loader.shuffle_window * loader.unit * SAMPLE_BYTES
         best = {kind: float("inf") for kind in loaders}
@@ -331,6 +424,13 @@ def main() -> None:
                 rate[kind] = count / seconds
             costs.append(1 - rate["checked"] / rate["unchecked"])
             cpu_costs.append(cpu["checked"] / cpu["unchecked"] - 1)
+            if tf_rows is not None:
+                tf_rate = tf_rows.rates(epoch)
+                for kind, value in tf_rate.items():
+                    tf_best[kind] = max(tf_best[kind], value)
+                tf_ratios["graph"].append(tf_rate["graph"] / rate["checked"])
+                tf_ratios["eager"].append(tf_rate["eager"] / rate["checked"])
+                tf_ratios["baseline"].append(tf_rate["graph"] / tf_rate["baseline"])
             this_round = float("inf")
             for threads in ceiling_threads:
                 took = _ceiling(store, fields, threads)
@@ -393,6 +493,22 @@ def main() -> None:
             "shuffle_quality": quality,
             "loader_peak_traced_mib": round(peak / 2**20, 1),
         }
+        if tf_rows is not None:
+            report.update(
+                {
+                    "tensorflow": tf_rows.tf.__version__,
+                    "tf_data_samples_per_s": round(tf_best["graph"]),
+                    "tf_data_share_of_loader": round(statistics.median(tf_ratios["graph"]), 3),
+                    "tf_data_eager_loop_samples_per_s": round(tf_best["eager"]),
+                    "tf_data_eager_loop_share_of_loader": round(
+                        statistics.median(tf_ratios["eager"]), 3
+                    ),
+                    "tf_from_tensor_slices_samples_per_s": round(tf_best["baseline"]),
+                    "tf_data_vs_from_tensor_slices": round(
+                        statistics.median(tf_ratios["baseline"]), 2
+                    ),
+                }
+            )
         print(json.dumps(report, indent=1))
     finally:
         shutil.rmtree(work, ignore_errors=True)
