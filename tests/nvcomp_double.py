@@ -32,8 +32,16 @@ other, so the code is tested under both:
 - ``BatchArray.buffer_sizes`` after ``decode(out=batch)``: "Sizes in bytes of every entry", with
   capacities that stay fixed. :data:`Codec.BUFFER_SIZES` is ``"capacity"`` (the default: the
   sizes the output entries were made with) or ``"decoded"`` (the decoded sizes).
+- An option documented for another algorithm (``Codec(algorithm="Zstd", algorithm_type=1)``):
+  the installed nvCOMP 6.0 accepts it when the codec is made (its argument parser knows every
+  documented name, whatever the algorithm); the double refuses it, the stricter reading. gpuds
+  passes each algorithm its own options only (tests/test_surface_nvcomp.py checks them against
+  the docstrings).
 
-What it adds that nvCOMP does not document, to make misuse visible rather than silent:
+What it adds that nvCOMP does not document, to make misuse visible rather than silent (the
+attributes tests use for it are listed in :data:`CONTROLS`; everything else the doubles offer,
+the installed nvCOMP and CuPy offer too: tests/test_surface_nvcomp.py and
+tests/test_surface_array_module.py check it):
 
 - A ``Codec`` used from a thread other than the one that made it raises ``RuntimeError`` (the
   Python API page says a codec must not be shared between threads; real nvCOMP would misbehave
@@ -58,23 +66,52 @@ import threading
 import types
 import zlib
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
 from numcodecs import LZ4, Zstd
 
-__all__ = ["FakeCupy", "NotEmulated", "install", "make_nvcomp"]
+__all__ = [
+    "ANS_TYPES",
+    "COMMON",
+    "CONTROLS",
+    "OPTIONS",
+    "FakeCupy",
+    "NotEmulated",
+    "install",
+    "make_nvcomp",
+]
 
 ALIGNMENT = 16
 DEVICE_ALIGNMENT = 256
+
+
+CONTROLS: dict[str, frozenset[str]] = {
+    "Codec": frozenset(
+        {
+            "ALIGNMENT",
+            "BUFFER_SIZES",
+            "calls",
+            "current_stream",
+            "instances",
+            "kwargs",
+            "lock",
+            "log",
+        }
+    ),
+    "FakeCupy": frozenset({"transfers"}),
+    "Stream": frozenset({"synchronized"}),
+}
+"""What tests set and read to steer and watch the doubles, by class: none of it is nvCOMP's or
+CuPy's API. Everything else the doubles offer, the real modules offer too (the ``surface`` tests
+check it against the installed packages)."""
 
 
 class NotEmulated(RuntimeError):
     """The double cannot do this (only BitstreamKind.RAW is emulated)."""
 
 
-_COMMON = {
+COMMON = {
     "algorithm",
     "device_id",
     "cuda_stream",
@@ -85,8 +122,9 @@ _COMMON = {
     "decompress_backend",
     "use_de_sort",
 }
-# Algorithm-specific options, from help(nvcomp.Codec.__init__) in nvCOMP 6.0.
-_OPTIONS = {
+# Algorithm-specific options, from help(nvcomp.Codec.__init__) in nvCOMP 6.0 (the surface test
+# checks COMMON, OPTIONS and ANS_TYPES against the installed docstrings).
+OPTIONS = {
     "zstd": set(),
     "lz4": {"data_type", "bitshuffle_mode"},
     "gzip": {"algorithm_type"},
@@ -110,7 +148,7 @@ _OPTIONS = {
     },
     "snappy": set(),
 }
-_ANS_TYPES = {"|u1", "|i1", "|f1", "<f2", "<f4"}
+ANS_TYPES = {"|u1", "|i1", "|f1", "<f2", "<f4"}
 _STAND_IN = ("gdeflate", "bitcomp", "ans", "cascaded")
 _STAND_IN_MAGIC = b"DBL!"
 _STAND_IN_HEADER = struct.Struct("<4s12s4sQ")  # magic, algorithm, data_type, size
@@ -129,17 +167,17 @@ def _aligned(nbytes: int, align: int = DEVICE_ALIGNMENT) -> np.ndarray:
 class Array:
     """One buffer (a NumPy array standing in for device memory): its capacity and its size."""
 
-    def __init__(self, data: np.ndarray, size: int | None = None) -> None:
-        self.data = data
-        self.size = data.size if size is None else size
+    def __init__(self, src_object: np.ndarray, cuda_stream: int = 0) -> None:
+        self._data = src_object
+        self.size = src_object.size
 
     @property
     def capacity(self) -> int:
-        return int(self.data.size)
+        return int(self._data.size)
 
     @property
     def __array_interface__(self) -> dict[str, Any]:
-        return self.data[: self.size].__array_interface__
+        return self._data[: self.size].__array_interface__
 
     @property
     def buffer_size(self) -> int:
@@ -147,19 +185,17 @@ class Array:
 
 
 class BatchArray:
-    """A batch of :class:`Array`; ``len``, indexing, iteration, ``cpu()``, ``buffer_sizes``."""
+    """A batch of :class:`Array`; ``len``, indexing (and so iteration), ``cpu()``,
+    ``buffer_sizes``. Made by the double only: nvCOMP documents no constructor for it."""
 
     def __init__(self, arrays: list[Array]) -> None:
-        self.arrays = arrays
+        self._arrays = arrays
 
     def __len__(self) -> int:
-        return len(self.arrays)
+        return len(self._arrays)
 
     def __getitem__(self, index: int) -> Array:
-        return self.arrays[index]
-
-    def __iter__(self) -> Iterator[Array]:
-        return iter(self.arrays)
+        return self._arrays[index]
 
     def cpu(self) -> BatchArray:
         return self
@@ -169,7 +205,7 @@ class BatchArray:
 
     @property
     def buffer_sizes(self) -> list[int]:
-        return [a.size for a in self.arrays]
+        return [a.size for a in self._arrays]
 
 
 def _contiguous(data: Any, what: str) -> np.ndarray:
@@ -265,23 +301,23 @@ class Codec:
 
     def __init__(self, **kwargs: Any) -> None:
         algorithm = str(kwargs.get("algorithm", "")).lower()
-        if algorithm not in _OPTIONS:
+        if algorithm not in OPTIONS:
             raise ValueError(f'Unknown algorithm: "{kwargs.get("algorithm")}".')
         for name in kwargs:
-            if name not in _COMMON | _OPTIONS[algorithm]:
+            if name not in COMMON | OPTIONS[algorithm]:
                 raise ValueError(f'Unsupported argument: "{name}".')
         if kwargs.get("bitstream_kind") != BitstreamKind.RAW:
             raise NotEmulated("the double emulates BitstreamKind.RAW only")
-        if algorithm == "ans" and kwargs.get("data_type", "|u1") not in _ANS_TYPES:
+        if algorithm == "ans" and kwargs.get("data_type", "|u1") not in ANS_TYPES:
             raise ValueError(f"ANS does not support data_type {kwargs['data_type']!r}")
-        self.algorithm = algorithm
+        self._algorithm = algorithm
         self.kwargs = kwargs
-        self.thread = threading.get_ident()
+        self._thread = threading.get_ident()
         with Codec.lock:
             Codec.instances.append(self)
 
     @property
-    def data_type(self) -> str:
+    def _data_type(self) -> str:
         return str(self.kwargs.get("data_type", "|u1"))
 
     def get_required_compression_alignment(self) -> int:
@@ -291,17 +327,17 @@ class Codec:
         return self.ALIGNMENT
 
     def _enter(self, op: str, batch: BatchArray) -> None:
-        if threading.get_ident() != self.thread:
+        if threading.get_ident() != self._thread:
             raise RuntimeError("an nvcomp.Codec was used from another thread than its own")
-        for array in batch.arrays:
-            if _address(array.data) % self.ALIGNMENT:
+        for array in batch._arrays:
+            if _address(array._data) % self.ALIGNMENT:
                 raise ValueError(f"buffer is not aligned to {self.ALIGNMENT} bytes")
         with Codec.lock:
             Codec.calls[op] += 1
             Codec.log.append(
                 {
                     "op": op,
-                    "thread": self.thread,
+                    "thread": self._thread,
                     "codec_stream": self.kwargs.get("cuda_stream", 0),
                     "current_stream": Codec.current_stream(),
                     "batch": len(batch),
@@ -310,7 +346,9 @@ class Codec:
 
     def encode(self, srcs: BatchArray, out: Any = None, compression_config: Any = None) -> Any:
         self._enter("encode", srcs)
-        return BatchArray([Array(self._compress(a.data[: a.size].tobytes())) for a in srcs])
+        return BatchArray(
+            [Array(self._compress(a._data[: a.size].tobytes())) for a in srcs._arrays]
+        )
 
     def decode(
         self,
@@ -320,85 +358,85 @@ class Codec:
         decompression_config: Any = None,
     ) -> BatchArray:
         self._enter("decode", srcs)
-        decoded = [self._decompress(a.data[: a.size].tobytes()) for a in srcs]
+        decoded = [self._decompress(a._data[: a.size].tobytes()) for a in srcs._arrays]
         if out is None:
             return BatchArray([Array(np.frombuffer(d, dtype=np.uint8).copy()) for d in decoded])
-        for array in out.arrays:
-            if _address(array.data) % self.ALIGNMENT:
+        for array in out._arrays:
+            if _address(array._data) % self.ALIGNMENT:
                 raise ValueError(f"buffer is not aligned to {self.ALIGNMENT} bytes")
         if len(out) != len(decoded):
             raise ValueError("out has a different batch size")
-        for target, data in zip(out.arrays, decoded, strict=True):
+        for target, data in zip(out._arrays, decoded, strict=True):
             if len(data) > target.capacity:
                 raise ValueError("an output buffer is too small to hold the decompressed data")
-        for target, data in zip(out.arrays, decoded, strict=True):
-            target.data[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+        for target, data in zip(out._arrays, decoded, strict=True):
+            target._data[: len(data)] = np.frombuffer(data, dtype=np.uint8)
             target.size = len(data) if Codec.BUFFER_SIZES == "decoded" else target.capacity
         return out
 
     def get_uncomp_buffer_size(self, source: Array) -> int:
-        if threading.get_ident() != self.thread:
+        if threading.get_ident() != self._thread:
             raise RuntimeError("an nvcomp.Codec was used from another thread than its own")
         with Codec.lock:
             Codec.calls["size"] += 1
         payload = np.asarray(source).tobytes()
-        if self.algorithm == "zstd":
+        if self._algorithm == "zstd":
             return _zstd_frame_size(payload)
-        if self.algorithm == "lz4":
+        if self._algorithm == "lz4":
             return _lz4_block_size(payload)
-        if self.algorithm in _STAND_IN:
+        if self._algorithm in _STAND_IN:
             return self._stand_in_header(payload)[1]
         return len(self._decompress(payload))
 
     # -- the bitstreams -------------------------------------------------------------------------
 
     def _compress(self, data: bytes) -> np.ndarray:
-        if self.algorithm == "zstd":
+        if self._algorithm == "zstd":
             payload = bytes(Zstd().encode(data))
-        elif self.algorithm == "lz4":
+        elif self._algorithm == "lz4":
             payload = bytes(LZ4().encode(data))[4:]
-        elif self.algorithm == "gzip":
+        elif self._algorithm == "gzip":
             payload = gzip.compress(data, mtime=0)
-        elif self.algorithm in _STAND_IN:
+        elif self._algorithm in _STAND_IN:
             header = _STAND_IN_HEADER.pack(
-                _STAND_IN_MAGIC, self.algorithm.encode(), self.data_type.encode(), len(data)
+                _STAND_IN_MAGIC, self._algorithm.encode(), self._data_type.encode(), len(data)
             )
             payload = header + zlib.compress(data)
         else:
-            raise NotEmulated(f"the nvCOMP double cannot emulate {self.algorithm}")
+            raise NotEmulated(f"the nvCOMP double cannot emulate {self._algorithm}")
         return np.frombuffer(payload, dtype=np.uint8).copy()
 
     def _stand_in_header(self, payload: bytes) -> tuple[str, int]:
         if len(payload) < _STAND_IN_HEADER.size:
             raise RuntimeError("nvcompErrorCannotDecompress: truncated stream")
         magic, algorithm, data_type, size = _STAND_IN_HEADER.unpack_from(payload)
-        if magic != _STAND_IN_MAGIC or algorithm.rstrip(b"\0").decode() != self.algorithm:
-            raise RuntimeError(f"nvcompErrorCannotDecompress: not a {self.algorithm} stream")
+        if magic != _STAND_IN_MAGIC or algorithm.rstrip(b"\0").decode() != self._algorithm:
+            raise RuntimeError(f"nvcompErrorCannotDecompress: not a {self._algorithm} stream")
         written = data_type.rstrip(b"\0").decode()
-        if written != self.data_type:
+        if written != self._data_type:
             raise RuntimeError(
                 f"nvcompErrorCannotDecompress: written with data_type {written}, decoded with "
-                f"{self.data_type}"
+                f"{self._data_type}"
             )
         return written, int(size)
 
     def _decompress(self, payload: bytes) -> bytes:
         try:
-            if self.algorithm == "zstd":
+            if self._algorithm == "zstd":
                 return bytes(Zstd().decode(payload))
-            if self.algorithm == "lz4":
+            if self._algorithm == "lz4":
                 size = _lz4_block_size(payload)
                 return bytes(LZ4().decode(size.to_bytes(4, "little") + payload))
-            if self.algorithm == "gzip":
+            if self._algorithm == "gzip":
                 return gzip.decompress(payload)
-            if self.algorithm in _STAND_IN:
+            if self._algorithm in _STAND_IN:
                 self._stand_in_header(payload)
                 return zlib.decompress(payload[_STAND_IN_HEADER.size :])
         except (NotEmulated, RuntimeError):
             raise
         except Exception as e:
             raise RuntimeError(f"nvcompErrorCannotDecompress: {e}") from e
-        raise NotEmulated(f"the nvCOMP double cannot emulate {self.algorithm}")
+        raise NotEmulated(f"the nvCOMP double cannot emulate {self._algorithm}")
 
 
 class BitstreamKind:
@@ -477,7 +515,7 @@ class FakeCupy(types.ModuleType):
             Stream=lambda non_blocking=False: _Stream(owner, non_blocking=non_blocking),
             get_current_stream=self._current,
             Device=lambda: types.SimpleNamespace(id=0),
-            alloc_pinned_memory=lambda nbytes: memoryview(_aligned(nbytes, 4096)),
+            alloc_pinned_memory=lambda size: memoryview(_aligned(size, 4096)),
         )
         self._null = null
 
@@ -495,16 +533,16 @@ class FakeCupy(types.ModuleType):
         with self._lock:
             self.transfers[what] += 1
 
-    def asarray(self, x: Any, dtype: Any = None, blocking: bool = False) -> np.ndarray:
+    def asarray(self, a: Any, dtype: Any = None, blocking: bool = False) -> np.ndarray:
         self._count("to_device")
-        host = np.asarray(x, dtype=dtype)
+        host = np.asarray(a, dtype=dtype)
         device = _aligned(host.nbytes).view(host.dtype).reshape(host.shape)
         device[...] = host
         return device
 
-    def asnumpy(self, x: Any) -> np.ndarray:
+    def asnumpy(self, a: Any) -> np.ndarray:
         self._count("to_host")
-        return np.array(x, copy=True)
+        return np.array(a, copy=True)
 
     @staticmethod
     def empty(shape: Any, dtype: Any = np.float64) -> np.ndarray:
@@ -513,14 +551,14 @@ class FakeCupy(types.ModuleType):
         return _aligned(count * dtype.itemsize).view(dtype).reshape(shape)
 
     @staticmethod
-    def ascontiguousarray(x: Any) -> np.ndarray:
-        out = FakeCupy.empty(np.shape(x), np.asarray(x).dtype)
-        out[...] = x
+    def ascontiguousarray(a: Any) -> np.ndarray:
+        out = FakeCupy.empty(np.shape(a), np.asarray(a).dtype)
+        out[...] = a
         return out
 
     @staticmethod
-    def concatenate(arrays: Any) -> np.ndarray:
-        return np.concatenate(list(arrays))
+    def concatenate(tup: Any) -> np.ndarray:
+        return np.concatenate(list(tup))
 
     @staticmethod
     def take(a: Any, indices: Any, axis: int | None = None) -> np.ndarray:

@@ -17,12 +17,14 @@ authoritative reference for the API used here); the *Python API* page
 shipped in nvidia-libnvcomp 6.0.0 (``nvcomp/*.h``, ``nvcomp/*.hpp``); NVIDIA's sample
 ``nvCOMP/examples/high_level_quickstart_example.cpp`` in NVIDIA/CUDALibrarySamples.
 
-- ``Codec(algorithm=..., bitstream_kind=BitstreamKind.RAW)``: RAW "compresses input data as is,
-  just using the underlying compression algorithm" with no nvCOMP header (Python API page), so RAW
-  Zstd is a standard zstd frame, RAW LZ4 a bare LZ4 block, RAW Gzip a gzip member. Unknown keyword
-  arguments raise ``ValueError("Unsupported argument")``: Zstd has no level argument at all.
-  The options per algorithm, and what a gpuds level maps to, are declared by each codec module
-  (:class:`~gpuds.codecs.spec.GpuImpl`). Gzip *encoding* exists since nvCOMP 5.3.
+- ``Codec(algorithm=..., bitstream_kind=BitstreamKind.RAW)``: RAW "Compresses input data as is,
+  just using underlying compression algorithm. Does not add header with nvCOMP metadata."
+  (``help(nvcomp.BitstreamKind)``), so RAW Zstd is a standard zstd frame, RAW LZ4 a bare LZ4
+  block, RAW Gzip a gzip member. Unknown keyword arguments raise ``ValueError("Unsupported
+  argument")``, before CUDA starts; the parser knows every documented argument whatever the
+  algorithm, so passing each algorithm its own options is gpuds' job: Zstd has no level argument
+  at all. The options per algorithm, and what a gpuds level maps to, are declared by each codec
+  module (:class:`~gpuds.codecs.spec.GpuImpl`). Gzip *encoding* exists since nvCOMP 5.3.
 - **uncomp_chunk_size and RAW**: "With BitstreamKind::RAW, the manager doesn't split the input
   data into smaller chunks" (NVIDIA's quickstart sample); every RAW buffer is one nvCOMP chunk,
   so one Zarr chunk = one nvCOMP chunk. The value is still validated, so gpuds passes the codec's
@@ -40,9 +42,10 @@ shipped in nvidia-libnvcomp 6.0.0 (``nvcomp/*.h``, ``nvcomp/*.hpp``); NVIDIA's s
 
 Decoded sizes, whichever way ``buffer_sizes`` behaves
 -----------------------------------------------------
-nvCOMP documents that a ``decode(..., out=batch)`` output "keeps its fixed capacity and a
-ValueError is raised when any of them is too small". It does not say whether ``buffer_sizes`` of
-that batch then reports the decoded sizes or the capacities. gpuds relies on neither reading:
+nvCOMP documents that the buffers of a ``decode(..., out=batch)`` output "keep their fixed
+capacity and a ValueError is raised when any of them is too small to hold the decompressed data".
+It does not say whether ``buffer_sizes`` of that batch then reports the decoded sizes or the
+capacities. gpuds relies on neither reading:
 
 1. every output entry has exactly the expected size as its capacity, so a chunk that decodes to
    more raises (documented), and nvCOMP never allocates for a chunk's claim;
@@ -61,13 +64,17 @@ decompressors "can only operate on valid input data". The size checks stop over-
 valid streams of the wrong size, not a malformed stream inside a chunk: the ``crc32c`` of every
 chunk (checked on the host before this module sees it) stops damage, not a crafted store.
 
-Not verifiable without a GPU (``scripts/gpu-check.sh`` and the ``gpu`` tests check them): that
-nvCOMP's RAW LZ4/Zstd/Gzip output decodes with lz4/libzstd/zlib; what ``buffer_sizes`` reports
-after ``decode(out=...)``; that a failed chunk makes ``decode`` raise rather than leave garbage;
-the alignment values; the cost of ``get_uncomp_buffer_size`` for LZ4. CPU tests drive this
-module through a test double of nvCOMP (tests/nvcomp_double.py) that mirrors the documented
-behaviour and runs under both readings of ``buffer_sizes``: they check the orchestration, not
-nvCOMP.
+Checked without a GPU against the installed package (tests/test_surface_nvcomp.py): every
+class, method, enum member and keyword used here, the options per algorithm and the values the
+docstrings permit, that the real ``Codec`` accepts every set of arguments gpuds makes, the chunk
+limits (the C headers) and the quotations above. Not verifiable without a GPU
+(``scripts/gpu-check.sh`` checks each, and the ``gpu`` tests): that nvCOMP's RAW LZ4/Zstd/Gzip
+output decodes with lz4/libzstd/zlib and the reverse; that RAW ignores ``uncomp_chunk_size``;
+what ``buffer_sizes`` reports after ``decode(out=...)``; that a failed chunk makes ``decode``
+raise rather than leave garbage; the alignment values; the cost of ``get_uncomp_buffer_size``
+for LZ4. CPU tests drive this module through a test double of nvCOMP (tests/nvcomp_double.py)
+that mirrors the documented behaviour and runs under both readings of ``buffer_sizes``: they
+check the orchestration, not nvCOMP.
 """
 
 from __future__ import annotations
