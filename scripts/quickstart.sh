@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Quick start: set up .venv, build a small sample dataset from raw files end to end on the CPU,
-# and show the result. Everything lands in ./quickstart-data (rerunning replaces it).
+# and show the result, ending with its dataset card. Everything lands in ./quickstart-data
+# (rerunning replaces it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS="" source scripts/_venv.sh
+# The plot extra (matplotlib) draws the figures of the dataset card (step 10).
+EXTRAS="plot" source scripts/_venv.sh
 DATA="quickstart-data"
 rm -rf "$DATA"
 mkdir -p "$DATA"
@@ -48,5 +50,9 @@ PY
 echo "== 9. gpuds bench --quick: codecs, the store and the loader on this machine, with bounds"
 gpuds bench "$DATA/data.zarr" --quick
 
+echo "== 10. gpuds report: the dataset card, one HTML file that opens offline in any browser"
+gpuds report "$DATA/data.zarr" -o "$DATA/card.html" --quiet
+
 echo "== done: train on it with examples/train_torch.py (pip install torch), or open the stores"
 echo "   with zarr.open_group('$DATA/data.zarr') / gpuds.open('$DATA/data.zarr')"
+echo "   dataset card: $(realpath "$DATA/card.html")"
