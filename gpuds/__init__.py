@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         open_store,
         preprocess,
         read_info,
+        report,
         resolve_device,
         shuffle_quality,
     )
@@ -59,6 +60,7 @@ __all__ = [
     "open_store",
     "preprocess",
     "read_info",
+    "report",
     "resolve_device",
     "shuffle_quality",
 ]

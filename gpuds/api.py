@@ -23,6 +23,7 @@ from gpuds.ingest import ingest
 from gpuds.inspection import inspect_store as inspect
 from gpuds.loader import Loader, shuffle_quality
 from gpuds.preprocess import preprocess
+from gpuds.report import report
 from gpuds.sources import FORMATS, ReadOptions
 from gpuds.store import open_store, read_info
 
@@ -47,6 +48,7 @@ __all__ = [
     "pipeline_config",
     "preprocess",
     "read_info",
+    "report",
     "resolve_device",
     "shuffle_quality",
     "tune",

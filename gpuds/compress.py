@@ -35,7 +35,7 @@ from gpuds.codecs import GPU_ONLY, ChunkCodec, CodecConfig, chunk_codec, zarr_co
 from gpuds.codecs.auto import choose as choose_codec
 from gpuds.codecs.auto import choose_shuffle
 from gpuds.codecs.checksum import append_crc32c
-from gpuds.codecs.shard import write_shard
+from gpuds.codecs.shard import shard_parts
 from gpuds.config import read_mapping
 from gpuds.errors import ConfigError, CorruptChunkError
 from gpuds.progress import NullProgress, Progress, check_cancelled
@@ -184,11 +184,14 @@ def compress(
     verify: bool = True,
     overwrite: bool = False,
     progress: Progress | None = None,
+    storage_options: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Compress the store ``source`` into the sharded store ``out``.
 
     Parameters
     ----------
+    source, out
+        Local paths or object-store URLs (``s3://bucket/data.zarr``; docs/storage.md).
     settings
         Codec, level, shuffle, chunk and shard size for every field (default: zstd level 3 with
         byte shuffle, 1 MiB chunks, 128 MiB shards).
@@ -200,6 +203,8 @@ def compress(
         ``auto``, ``cpu`` or ``cuda``: where chunks are encoded.
     verify
         Read everything back with zarr-python and compare with the input before committing.
+    storage_options
+        Object-store settings for ``source`` and ``out`` (endpoint, region, credentials, ...).
 
     Examples
     --------
@@ -210,7 +215,7 @@ def compress(
     started = time.perf_counter()
     settings = settings or FieldSettings()
     per_field = dict(per_field or {})
-    group = open_store(source)
+    group = open_store(source, storage_options=storage_options)
     info_in = read_info(group, parsed=True)
     all_fields = list(iter_fields(group))
     names = {name for _, name, _ in all_fields}
@@ -240,7 +245,9 @@ def compress(
             "which any machine can read"
         )
     results: dict[str, dict[str, Any]] = {}
-    with StoreWriter(out, overwrite=overwrite, inputs=[Path(str(source))]) as writer:
+    with StoreWriter(
+        out, overwrite=overwrite, inputs=[source], storage_options=storage_options
+    ) as writer:
         assert writer.group is not None
         for split in sorted({p.split for p in plans if p.split}):
             writer.group.create_group(split)
@@ -253,7 +260,7 @@ def compress(
         if verify:
             progress.start("verify with zarr-python", total_shards)
             for plan in plans:
-                _verify_field(writer.partial_path, plan, progress)
+                _verify_field(writer, plan, progress)
         info = _store_info(
             info_in, source, plans, results, decisions, backend.name, verify, started
         )
@@ -378,7 +385,6 @@ def _write_field(
     writer: StoreWriter, plan: _Plan, codec: ChunkCodec, progress: Progress
 ) -> dict[str, Any]:
     array = _create_array(writer, plan)
-    root = writer.partial_path / plan.path
     per_shard = plan.shard // plan.chunk
     stored_attrs: Any = array.attrs.get(FIELD_ATTR)
     attrs = dict(stored_attrs) if isinstance(stored_attrs, Mapping) else {}
@@ -407,9 +413,8 @@ def _write_field(
                 append_crc32c(p) for p in codec.encode(_raw_chunks(values, plan, array.dtype))
             ]
             payloads += [None] * (per_shard - len(payloads))
-            key = root / array.metadata.encode_chunk_key((s,) + (0,) * (array.ndim - 1))
-            key.parent.mkdir(parents=True, exist_ok=True)
-            stored += write_shard(key, payloads)
+            key = array.metadata.encode_chunk_key((s,) + (0,) * (array.ndim - 1))
+            stored += writer.write_object(f"{plan.path}/{key}", shard_parts(payloads))
             progress.advance(1)
     seconds = time.perf_counter() - started
     fingerprint = writer.finish_field(
@@ -438,11 +443,12 @@ def _chain(array: zarr.Array) -> list[dict[str, Any]]:
     return codec_chain(array)
 
 
-def _verify_field(partial: Path, plan: _Plan, progress: Progress) -> None:
+def _verify_field(writer: StoreWriter, plan: _Plan, progress: Progress) -> None:
     """Read the written field with plain zarr-python and compare it byte for byte."""
+    assert writer.group is not None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        written = zarr.open_array(partial / plan.path, mode="r")
+        written = zarr.open_array(writer.group.store, path=plan.path, mode="r")
     source = FieldChunks(plan.source, field_label(plan.input_path, plan.split, plan.name))
     for s, start, stop in _shard_regions(plan):
         check_cancelled()

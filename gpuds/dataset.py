@@ -8,13 +8,16 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
 
 from gpuds.errors import ConfigError, StoreError
+from gpuds.storage import Location, is_url, location
 from gpuds.store import FIELD_ATTR, open_store, read_info
 
 if TYPE_CHECKING:
@@ -124,7 +127,20 @@ class Dataset:
         return Loader(self, batch_size, **options)
 
 
-def open_dataset(path: str) -> Dataset:
-    """Open a complete gpuds store (local path or fsspec URL) for reading."""
-    group = open_store(path)
-    return Dataset(group, read_info(group), "", str(path))
+def open_dataset(
+    path: str | Path | Location, storage_options: Mapping[str, str] | None = None
+) -> Dataset:
+    """Open a complete gpuds store for reading: a local path or an object-store URL
+    (``s3://bucket/data.zarr``, ``gs://``, ``az://``; other fsspec URLs read through zarr-python).
+
+    ``storage_options`` (endpoint, region, credentials, ...) add to the standard environment
+    variables (docs/storage.md).
+
+    Examples
+    --------
+    >>> ds = gpuds.open("s3://bucket/data.zarr", storage_options={"region": "eu-west-1"})
+    ... # doctest: +SKIP
+    """
+    group = open_store(path, storage_options=storage_options)
+    shown = str(path) if not is_url(str(path)) else location(path).url
+    return Dataset(group, read_info(group), "", shown)

@@ -20,6 +20,7 @@ import numpy as np
 from gpuds.errors import SourceError
 from gpuds.progress import NullProgress, Progress, check_cancelled
 from gpuds.sources import ReadOptions, Source, open_source
+from gpuds.storage import Location, is_url, location
 from gpuds.store import (
     DEFAULT_CHUNK_MB,
     FieldWriter,
@@ -41,14 +42,9 @@ def _block_samples(sources: Sequence[Source], block_mb: float) -> int:
     return chunk_samples(max(1, per_sample), block_mb)
 
 
-def _file_facts(path: Path) -> dict[str, Any]:
-    try:
-        if path.is_file():
-            st = path.stat()
-            return {"bytes": st.st_size, "mtime": int(st.st_mtime)}
-    except OSError:
-        pass
-    return {}
+def _file_facts(path: Path | Location) -> dict[str, Any]:
+    found = path.stat() if isinstance(path, Location) else location(path).stat()
+    return {"bytes": found[0], "mtime": int(found[1])} if found is not None else {}
 
 
 def ingest(
@@ -61,6 +57,7 @@ def ingest(
     overwrite: bool = False,
     progress: Progress | None = None,
     block_mb: float = BLOCK_MB,
+    storage_options: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Read ``sources`` into a new store at ``out``; return a JSON-safe summary.
 
@@ -71,8 +68,9 @@ def ingest(
     ----------
     sources
         Files or folders; their fields are combined, so they must hold the same number of samples.
+        Local paths or object-store URLs (``s3://bucket/photos/``: a prefix is a folder).
     out
-        The store to create (a local path).
+        The store to create (a local path or an object-store URL, docs/storage.md).
     fmt
         Reader name for every source (``npy``, ``npz``, ``images``, ``csv``, ``parquet``, ``hdf5``,
         ``zarr``); detected per source when None.
@@ -84,6 +82,8 @@ def ingest(
         Target chunk size in MiB (see :func:`gpuds.store.chunk_samples`).
     overwrite
         Replace an existing store at ``out``.
+    storage_options
+        Object-store settings for the URLs (endpoint, region, credentials, ...).
 
     Examples
     --------
@@ -96,7 +96,7 @@ def ingest(
     elif not isinstance(options, ReadOptions):
         options = ReadOptions.from_dict(options)
     progress = progress or NullProgress()
-    paths = [Path(s).expanduser() for s in sources]
+    paths = [_source_path(s, storage_options) for s in sources]
     if not paths:
         raise SourceError("no sources given; pass at least one file or folder")
     started = time.perf_counter()
@@ -114,7 +114,12 @@ def ingest(
         _check_compatible(opened)
         length = opened[0].length
         writer = stack.enter_context(
-            StoreWriter(out, overwrite=overwrite, inputs=[p.absolute() for p in paths])
+            StoreWriter(
+                out,
+                overwrite=overwrite,
+                inputs=[p if isinstance(p, Location) else p.absolute() for p in paths],
+                storage_options=storage_options,
+            )
         )
         fields: dict[str, FieldWriter] = {}
         kinds: dict[str, str] = {}
@@ -131,7 +136,7 @@ def ingest(
                     attrs=spec.attrs,
                 )
         block = _block_samples(opened, block_mb)
-        progress.start(f"ingest → {writer.path.name}", length)
+        progress.start(f"ingest → {writer.name}", length)
         count = _copy(opened, fields, block, progress)
         if count == 0:
             raise SourceError(f"{paths[0]}: no samples to ingest")
@@ -171,6 +176,15 @@ def ingest(
         "notes": notes,
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def _source_path(source: str | Path, storage_options: Mapping[str, str] | None) -> Path | Location:
+    """A local source as its path (as given, for the messages and records), a URL as its
+    location."""
+    if is_url(source):
+        loc = location(source, storage_options)
+        return loc.path if loc.is_local else loc
+    return Path(source).expanduser()
 
 
 def _check_selection(opened: list[Source], options: ReadOptions) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from gpuds.store import (
     check_records,
     field_fingerprint,
     iter_fields,
+    open_group,
 )
 
 __all__ = ["PORTABILITY", "codec_chain", "inspect_store", "portability"]
@@ -162,9 +163,14 @@ def _field_report(split: str, name: str, array: zarr.Array) -> dict[str, Any]:
 
 
 def inspect_store(
-    path: str, *, verify: bool = False, progress: Progress | None = None
+    path: str,
+    *,
+    verify: bool = False,
+    progress: Progress | None = None,
+    storage_options: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Describe the store at ``path`` and optionally verify every chunk.
+    """Describe the store at ``path`` (a local path or a URL, docs/storage.md) and optionally
+    verify every chunk.
 
     The report's ``problems`` list is empty exactly when the store is complete, a gpuds store of a
     format this version reads, and (with ``verify``) every chunk is present and intact.
@@ -176,10 +182,7 @@ def inspect_store(
     []
     """
     progress = progress or NullProgress()
-    try:
-        group = zarr.open_group(path, mode="r")
-    except Exception as e:  # zarr raises several types for "not a group here"
-        raise StoreError(f"{path}: not a readable Zarr group ({type(e).__name__}: {e})") from e
+    group, path = open_group(path, storage_options)
     info_raw = group.attrs.get(ATTR)
     info = dict(info_raw) if isinstance(info_raw, dict) else {}
     problems: list[str] = []

@@ -24,6 +24,13 @@ Reading plan (the same on CPU and GPU):
   scratch chunk and scattered from there (still in the core's cache) into its window's arrays,
   which hold the window's samples in delivery order; a batch is then a view of its window, and
   only a batch straddling two windows is a new array.
+- **Object stores**: when the store is not on local disk, opening a window also starts reading
+  its chunks (:meth:`~gpuds.chunks.FieldChunks.fetch`: one GET per shard index, kept; the
+  chunks of each shard coalesced into ranged GETs of whole runs, tens in flight on zarr's event
+  loop, retried with backoff), so the next ``prefetch`` windows are on their way while the
+  current one is consumed; a decoding task waits only for its own unit's bytes. With
+  ``cache_dir`` the chunks go to a local disk cache (:mod:`gpuds.cache`), which later epochs read
+  instead of the network; cached or not, every chunk's checksum is checked when it is decoded.
 - **Resume**: :meth:`Loader.state_dict` records the epoch and how many samples this rank has
   handed out; a new loader given that state continues with exactly the batches the uninterrupted
   one would have produced.
@@ -37,6 +44,7 @@ a batch the caller keeps keeps its whole window alive.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import threading
@@ -49,8 +57,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gpuds.backend import Backend, resolve
-from gpuds.chunks import FieldChunks, field_label
+from gpuds.cache import ChunkCache
+from gpuds.chunks import Fetched, FieldChunks, field_label
 from gpuds.errors import ConfigError
+from gpuds.fetch import RangeFetcher, ReadPolicy
 
 if TYPE_CHECKING:
     from gpuds.dataset import Dataset
@@ -99,7 +109,13 @@ def _sample_nbytes(array: Any) -> int:
 class _WindowData:
     buffers: dict[str, Any]
     futures: list[Future[None]]
+    fetched: dict[str, Fetched]
     ready: bool = False
+
+    def cancel(self) -> None:
+        """Stop reading ahead for this window (the loader stopped early)."""
+        for fetched in self.fetched.values():
+            fetched.cancel()
 
 
 @dataclass(frozen=True)
@@ -283,6 +299,15 @@ class Loader:
         ``drop`` or ``pad``: what happens to the ``N mod world_size`` samples that do not divide.
     workers
         Decoding threads (default: :func:`default_workers`, the usable cores plus one).
+    cache_dir, cache_limit
+        Object stores only: keep the chunks read in this local directory (made if absent), at
+        most ``cache_limit`` bytes (default: no limit), least recently used evicted first
+        (:class:`~gpuds.cache.ChunkCache`); later epochs, and later runs, read them from there.
+    requests
+        Object stores only: ranged GETs in flight at most.
+    retries
+        Object stores only: retries of a request that fails transiently (throttling, 5xx,
+        dropped connections), with exponential backoff and jitter, before the epoch fails.
 
     Examples
     --------
@@ -310,6 +335,10 @@ class Loader:
         shuffle_window: int = DEFAULT_WINDOW,
         remainder: str = "drop",
         workers: int | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+        cache_limit: int | None = None,
+        requests: int = ReadPolicy.requests,
+        retries: int = ReadPolicy.retries,
     ) -> None:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ConfigError(f"Expected batch_size to be a positive integer, got {batch_size!r}")
@@ -343,10 +372,26 @@ class Loader:
         self._cache: OrderedDict[tuple[str, int], Future[np.ndarray]] = OrderedDict()
         self._local = threading.local()  # per-thread scratch chunks
         self._dtypes = {f: np.dtype(dataset.arrays[f].dtype) for f in names}
+        self.read_policy = ReadPolicy(requests=requests, retries=retries)
+        self.cache = ChunkCache(cache_dir, cache_limit) if cache_dir is not None else None
+        """The local cache of chunks read from an object store (``cache_dir``), or None."""
+        store = dataset.arrays[names[0]].store_path.store
+        # One fetcher for all fields: one bound on the requests in flight.
+        fetcher = RangeFetcher(store, str(dataset.path).rstrip("/"), self.read_policy)
+        identity = json.dumps(
+            [dataset.info.get("created"), dataset.info.get("fingerprint")], default=str
+        )
         self._readers = {
-            f: FieldChunks(dataset.arrays[f], field_label(dataset.path, dataset.name, f))
+            f: FieldChunks(
+                dataset.arrays[f],
+                field_label(dataset.path, dataset.name, f),
+                fetcher=fetcher,
+                cache=self.cache,
+                cache_identity=identity,
+            )
             for f in names
         }
+        self._remote = any(reader.remote for reader in self._readers.values())
         # On a GPU, the unit-sized fields whose chain gpuds decodes are decoded there by nvCOMP
         # (the nvCOMP-only codecs included); light fields (longer chunks, e.g. labels) are
         # decoded on the host and copied.
@@ -528,7 +573,9 @@ class Loader:
                     }
                 self._position += len(batch[self.fields[0]])
                 yield batch
-        finally:  # also when the caller stops early: drop the decoding queued ahead
+        finally:  # also when the caller stops early: drop the reading and decoding queued ahead
+            for data in windows.values():
+                data.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
         self._position = 0
 
@@ -541,9 +588,12 @@ class Loader:
         rely on that), and the memory goes back when the last view of a window is dropped.
         """
         window = plan.windows[w]
+        fetched = self._fetch(plan, w)
         if self.backend.is_gpu:
-            data = _WindowData({}, [])
-            data.futures.append(pool.submit(self._decode_window_gpu, plan, w, data.buffers))
+            data = _WindowData({}, [], fetched)
+            data.futures.append(
+                pool.submit(self._decode_window_gpu, plan, w, data.buffers, fetched)
+            )
             return data
         buffers = {
             name: _aligned_empty(
@@ -564,13 +614,37 @@ class Loader:
             jobs.append((u, offset, None if where is None else where[offset : offset + n]))
             offset += n
         futures = [
-            pool.submit(self._fill_units, buffers, jobs[i : i + _UNITS_PER_TASK])
+            pool.submit(self._fill_units, buffers, jobs[i : i + _UNITS_PER_TASK], fetched)
             for i in range(0, len(jobs), _UNITS_PER_TASK)
         ]
-        return _WindowData(buffers, futures)
+        return _WindowData(buffers, futures, fetched)
+
+    def _fetch(self, plan: EpochPlan, w: int) -> dict[str, Fetched]:
+        """From an object store, start reading the chunks of window ``w`` that its units need
+        (fields whose chunks are longer than a unit go through the chunk cache instead); nothing
+        for local files."""
+        if not self._remote:
+            return {}
+        units = plan.windows[w].units
+        fetched = {}
+        for name in self.fields:
+            reader = self._readers[name]
+            if reader.chunk > self.unit:
+                continue
+            per_unit = self.unit // reader.chunk
+            indices = [
+                i
+                for u in units
+                for i in range(u * per_unit, min((u + 1) * per_unit, reader.nchunks))
+            ]
+            fetched[name] = reader.fetch(indices)
+        return fetched
 
     def _fill_units(
-        self, buffers: dict[str, np.ndarray], jobs: list[tuple[int, int, np.ndarray | None]]
+        self,
+        buffers: dict[str, np.ndarray],
+        jobs: list[tuple[int, int, np.ndarray | None]],
+        fetched: dict[str, Fetched],
     ) -> None:
         """Decode units ``(u, offset, dest)`` into the window: in store order at ``offset``, or
         scattered to the delivery positions ``dest`` from a per-thread scratch chunk (still in
@@ -578,10 +652,11 @@ class Loader:
         for u, offset, dest in jobs:
             n = min(self.unit, len(self.dataset) - u * self.unit)
             for name in self.fields:
+                ahead = fetched.get(name)
                 if dest is None:
-                    self._read_unit_field_into(name, u, buffers[name][offset : offset + n])
+                    self._read_unit_field_into(name, u, buffers[name][offset : offset + n], ahead)
                 else:
-                    buffers[name][dest] = self._unit_rows(name, u)
+                    buffers[name][dest] = self._unit_rows(name, u, ahead)
 
     def _scratch(self, name: str) -> np.ndarray:
         """This thread's buffer for one decoded chunk of field ``name``."""
@@ -593,7 +668,7 @@ class Loader:
             scratch[name] = np.empty((reader.chunk, *reader.sample_shape), reader.dtype)
         return scratch[name]
 
-    def _unit_rows(self, name: str, u: int) -> np.ndarray:
+    def _unit_rows(self, name: str, u: int, fetched: Fetched | None = None) -> np.ndarray:
         """Unit ``u`` of field ``name`` in store order; possibly a view of this thread's scratch
         or of a cached chunk, valid until the thread's next call."""
         start = u * self.unit
@@ -601,20 +676,22 @@ class Loader:
         reader = self._readers[name]
         if reader.chunk == self.unit:
             scratch = self._scratch(name)
-            reader.read_into(u, scratch)
+            reader.read_into(u, scratch, fetched)
             return scratch[: stop - start]
         if reader.chunk > self.unit:
             first = start // reader.chunk * reader.chunk
             return self._read_chunk(name, start // reader.chunk)[start - first : stop - first]
-        return reader.read_range(start, stop)
+        return reader.read_range(start, stop, fetched)
 
-    def _read_unit_field_into(self, name: str, u: int, rows: np.ndarray) -> None:
+    def _read_unit_field_into(
+        self, name: str, u: int, rows: np.ndarray, fetched: Fetched | None = None
+    ) -> None:
         """Unit ``u`` of field ``name`` into ``rows`` (in store order)."""
         reader = self._readers[name]
         if reader.chunk == self.unit and len(rows) == self.unit:
-            reader.read_into(u, rows)  # straight into place: no copy
+            reader.read_into(u, rows, fetched)  # straight into place: no copy
         else:
-            rows[...] = self._unit_rows(name, u)
+            rows[...] = self._unit_rows(name, u, fetched)
 
     def _stream(self) -> Any:
         """This worker thread's CUDA stream, made once: the window's copies, nvCOMP calls and
@@ -625,7 +702,9 @@ class Loader:
             stream = self._local.stream = self.backend.xp.cuda.Stream(non_blocking=True)
         return stream
 
-    def _decode_window_gpu(self, plan: EpochPlan, w: int, buffers: dict[str, Any]) -> None:
+    def _decode_window_gpu(
+        self, plan: EpochPlan, w: int, buffers: dict[str, Any], fetched: dict[str, Fetched]
+    ) -> None:
         """Decode one window on the device, on this worker's stream: per field, the chunk service
         sends the window's compressed chunks to the device in one copy and decodes them with one
         batched nvCOMP call (un-shuffled there too), and one gather on the device puts the
@@ -649,13 +728,15 @@ class Loader:
                     )
                     offset = 0
                     for u, n in zip(units, sizes, strict=True):
-                        self._read_unit_field_into(name, u, host[offset : offset + n])
+                        self._read_unit_field_into(
+                            name, u, host[offset : offset + n], fetched.get(name)
+                        )
                         offset += n
                     buffers[name] = xp.asarray(host[order] if plan.shuffle else host)
                     continue
                 # Checksums and declared sizes are checked on the host as the chunk service
                 # gathers the payloads for the one copy to the device (docs/FORMAT.md).
-                values = self._readers[name].read_device(units)
+                values = self._readers[name].read_device(units, fetched.get(name))
                 if gather is not None:
                     values = xp.take(values, xp.asarray(gather), axis=0)
                 buffers[name] = values

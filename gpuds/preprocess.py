@@ -175,19 +175,23 @@ def preprocess(
     device: str = "auto",
     overwrite: bool = False,
     progress: Progress | None = None,
+    storage_options: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline ``config`` over the store ``source`` and write the store ``out``.
 
     Parameters
     ----------
     source
-        A complete, unsplit gpuds store (e.g. from ``gpuds.ingest``).
+        A complete, unsplit gpuds store (e.g. from ``gpuds.ingest``): a local path or an
+        object-store URL (docs/storage.md).
     out
-        The store to create.
+        The store to create (a local path or a URL).
     config
         A :class:`~gpuds.config.PipelineConfig` or its mapping (as in a YAML config file).
     device
         ``auto`` (GPU when usable, else CPU), ``cpu`` or ``cuda``.
+    storage_options
+        Object-store settings for ``source`` and ``out`` (endpoint, region, credentials, ...).
 
     Returns
     -------
@@ -203,7 +207,7 @@ def preprocess(
     progress = progress or NullProgress()
     started = time.perf_counter()
     cfg = config if isinstance(config, PipelineConfig) else PipelineConfig.from_dict(config)
-    group = open_store(source)
+    group = open_store(source, storage_options=storage_options)
     info_in = read_info(group, parsed=True)
     if info_in.splits:
         raise ConfigError(
@@ -248,7 +252,9 @@ def preprocess(
                 backend.xp.arange(start, stop, dtype=backend.xp.int64),
             )
 
-    with StoreWriter(out, overwrite=overwrite, inputs=[Path(str(source))]) as writer:
+    with StoreWriter(
+        out, overwrite=overwrite, inputs=[source], storage_options=storage_options
+    ) as writer:
         src: Source = read_input
         src_len = n_in
         segments = _segments(ops)

@@ -5,9 +5,11 @@ dataset have the same length. A split dataset holds its fields in subgroups ``tr
 ``test/``; an unsplit one at the root. The group attribute ``gpuds`` holds the dataset's metadata,
 and ``complete: true`` is written last.
 
-Writes never expose a half-written store: :class:`StoreWriter` builds the store under a hidden
-temporary sibling (``.NAME.partial-PID-RANDOM``) and renames it into place only after everything,
-completion marker included, is on disk. An existing output is replaced only with
+Writes never expose a half-written store: :class:`StoreWriter` builds a local store under a
+hidden temporary sibling (``.NAME.partial-PID-RANDOM``) and renames it into place only after
+everything, completion marker included, is on disk (:mod:`gpuds.commit`); an object store, which
+has no rename, is claimed with a conditional write of an incomplete mark at its root and gets its
+root metadata last (:mod:`gpuds.commit_remote`). An existing output is replaced only with
 ``overwrite=True``, and only if it is a Zarr store (a folder of the user's data is never deleted).
 """
 
@@ -21,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -43,8 +46,10 @@ from gpuds.commit import (
     recover,
     remove,
 )
+from gpuds.commit_remote import ROOT, RemoteCommit, describe_writer, incomplete_writer
 from gpuds.errors import GpudsError, IncompleteStoreError, StoreError, StoreExistsError
 from gpuds.progress import check_cancelled
+from gpuds.storage import Location, location, storage_error
 
 __all__ = [
     "ATTR",
@@ -64,6 +69,7 @@ __all__ = [
     "field_record",
     "field_records",
     "iter_fields",
+    "open_group",
     "open_store",
     "read_info",
     "stage_entry",
@@ -313,10 +319,6 @@ def chunk_samples_for(sample_nbytes: int, chunk_mb: float, length: int) -> int:
     return min(chunk_samples(sample_nbytes, chunk_mb), 1 << max(0, length - 1).bit_length())
 
 
-def _is_url(path: str) -> bool:
-    return "://" in path
-
-
 def _within(a: Path, b: Path) -> bool:
     """True when ``a`` is ``b`` or lies inside it."""
     return a == b or b in a.parents
@@ -383,23 +385,21 @@ class FieldWriter:
         )
 
 
-@dataclass
-class _Target:
-    path: Path
-    tmp: Path
-
-
 class StoreWriter:
-    """Build a store under a temporary sibling and commit it atomically.
+    """Build a store where no reader takes it for complete, and commit it atomically.
 
     Parameters
     ----------
     out
-        Local path of the store to create.
+        The store to create: a local path (built under a hidden temporary sibling and renamed
+        into place, :mod:`gpuds.commit`) or an object-store URL (claimed, written and published
+        in place, :mod:`gpuds.commit_remote`). docs/FORMAT.md ("Safe writes").
     overwrite
         Replace an existing Zarr store at ``out``. Without it an existing path is an error.
     inputs
-        Paths the stage reads: ``out`` may not be one of them, inside one, or contain one.
+        Paths or URLs the stage reads: ``out`` may not be one of them, inside one, or contain one.
+    storage_options
+        For an object-store URL (docs/storage.md).
 
     The writer owns what every store it writes shares: the chunk codecs of the fields it creates
     (:attr:`CODEC`, then ``crc32c``), each field's attributes and fingerprint
@@ -423,18 +423,32 @@ class StoreWriter:
     """The compressor of every field :meth:`create_field` makes (docs/FORMAT.md: spec codecs
     only, so that any Zarr v3 reader reads the store)."""
 
-    def __init__(self, out: str | Path, *, overwrite: bool = False, inputs: Sequence[Path] = ()):
-        if _is_url(str(out)):
-            raise StoreError(
-                f"{out}: gpuds writes stores to local paths only; write locally, then upload"
-            )
-        path = Path(out).expanduser().absolute()
+    def __init__(
+        self,
+        out: str | Path | Location,
+        *,
+        overwrite: bool = False,
+        inputs: Sequence[str | Path | Location] = (),
+        storage_options: Mapping[str, str] | None = None,
+    ):
+        self.location = location(out, storage_options)
         for src in inputs:
-            src_abs = Path(src).expanduser().absolute()
-            if _within(path, src_abs) or _within(src_abs, path):
-                raise StoreError(
-                    f"output {path} overlaps the input {src_abs}; choose an output outside it"
-                )
+            _check_overlap(self.location, location(src, storage_options))
+        self._overwrite = overwrite
+        self._committed = False
+        self._fingerprints: dict[str, str] = {}
+        self._scratch: Path | None = None
+        self.group: zarr.Group | None = None
+        self._remote: RemoteCommit | None = None
+        if self.location.is_object_store:
+            self._remote = RemoteCommit(self.location, overwrite=overwrite)
+            self._remote.precheck()
+            return
+        if not self.location.is_local:
+            raise StoreError(
+                f"{out}: gpuds writes stores to local paths and to s3://, gs:// and az:// URLs"
+            )
+        path = self.location.path
         if not path.parent.is_dir():
             raise StoreError(f"{path.parent}: output folder does not exist")
         recover(path)  # first, so that an old store a killed overwrite hid is seen below
@@ -446,29 +460,34 @@ class StoreWriter:
                     f"{path} exists and is not a Zarr store; refusing to replace it even with "
                     "--overwrite (remove it yourself if you mean it)"
                 )
-        self._target = _Target(path, partial_path(path))
-        self._overwrite = overwrite
-        self._committed = False
-        self._fingerprints: dict[str, str] = {}
-        self.group: zarr.Group | None = None
+        self._partial = partial_path(path)
 
     @property
-    def path(self) -> Path:
-        return self._target.path
+    def path(self) -> Path | str:
+        """Where the store appears: a local :class:`~pathlib.Path`, or the URL."""
+        return self.location.path if self.location.is_local else self.location.url
 
     @property
-    def partial_path(self) -> Path:
-        """Where the store is being built (renamed to :attr:`path` by :meth:`commit`)."""
-        return self._target.tmp
+    def name(self) -> str:
+        """The store's name (the last part of its path), for progress and messages."""
+        return self.location.name
 
     def __enter__(self) -> StoreWriter:
+        if self._remote is not None:
+            try:
+                self._remote.claim()
+                self.group = zarr.open_group(self._remote.metadata, mode="w-", zarr_format=3)
+            except BaseException:
+                self._discard()  # the mark, if this run put one
+                raise
+            return self
         try:
-            self.group = zarr.open_group(self._target.tmp, mode="w-", zarr_format=3)
+            self.group = zarr.open_group(self._partial, mode="w-", zarr_format=3)
         except OSError as e:
             self._discard()
             if e.errno in _OUT_OF_SPACE:
                 raise self._out_of_space(e) from e
-            raise StoreError(f"cannot create {self._target.tmp}: {e.strerror or e}") from e
+            raise StoreError(f"cannot create {self._partial}: {e.strerror or e}") from e
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
@@ -485,15 +504,24 @@ class StoreWriter:
         return StoreError(f"{self.path}: {reason}; the partial store was removed")
 
     def _discard(self) -> None:
-        """Remove the partial store, after the writes zarr still has in flight have ended."""
+        """Remove the partial store (a remote run: what it wrote and its claim), after the
+        writes zarr still has in flight have ended."""
         try:
             _settle_zarr_io()
-            remove(self._target.tmp)
+            self._remove_partial()
         except BaseException:
             # Interrupted (a second Ctrl-C, which the CLI raises once): finish, then go on.
             _settle_zarr_io()
-            remove(self._target.tmp)
+            self._remove_partial()
             raise
+
+    def _remove_partial(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        if self._remote is not None:
+            self._remote.discard()
+        else:
+            remove(self._partial)
 
     def create_field(
         self,
@@ -537,23 +565,50 @@ class StoreWriter:
         self._fingerprints[array.path] = fingerprint
         return fingerprint
 
-    def workdir(self, name: str) -> Path:
-        """A scratch folder inside the partial store, removed before the commit (or with it).
+    def write_object(self, key: str, parts: Sequence[bytes]) -> int:
+        """Write the stored object ``key`` (relative to the store, e.g. a shard
+        ``x/c/0/0/0``) from ``parts``, whole; return its size. For stages that encode objects
+        themselves (``compress``)."""
+        if self._remote is not None:
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            self._remote.put(key, data)
+            return len(data)
+        path = self._partial / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.writelines(parts)
+        return sum(len(p) for p in parts)
 
-        Its name starts with ``__``, which Zarr reserves, so it can never clash with a field.
+    def workdir(self, name: str) -> Path:
+        """A local scratch folder, removed before the commit (or with the partial store).
+
+        A local store's lies inside its partial store, under a name starting with ``__``, which
+        Zarr reserves, so it can never clash with a field; an object store's in a local
+        temporary folder.
         """
-        path = self._target.tmp / "__gpuds_work" / name
+        if self._remote is not None:
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix=f".gpuds-work-{self.name}-"))
+            path = self._scratch / name
+        else:
+            path = self._partial / "__gpuds_work" / name
         path.parent.mkdir(exist_ok=True)
         return path
 
-    def commit(self, info: StoreInfo) -> Path:
+    def commit(self, info: StoreInfo) -> Path | str:
         """Write the ``gpuds`` attribute, ``info`` completed with what the writer owns (format
         and tool version, time, dataset fingerprint, array records, ``complete: true``), then
-        move the store into place (:func:`gpuds.commit.publish`: refused if the output appeared
-        meanwhile, unless ``overwrite`` was given)."""
+        publish the store: a local one is moved into place (:func:`gpuds.commit.publish`:
+        refused if the output appeared meanwhile, unless ``overwrite`` was given), a remote one
+        gets its metadata, the root's last (:meth:`gpuds.commit_remote.RemoteCommit.publish`).
+        """
         assert self.group is not None, "use StoreWriter as a context manager"
         check_cancelled()
-        shutil.rmtree(self._target.tmp / "__gpuds_work", ignore_errors=True)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
+        if self._remote is None:
+            shutil.rmtree(self._partial / "__gpuds_work", ignore_errors=True)
         records = field_records(self.group)
         unfinished = sorted(set(records) - set(self._fingerprints))
         if unfinished:  # a bug of the stage, not of the data
@@ -572,11 +627,31 @@ class StoreWriter:
         if problems:  # the store would be refused when opened: a bug of the stage
             raise RuntimeError(f"{self.path}: {'; '.join(problems)}")
         self.group.attrs.put({ATTR: document})
-        replaced = publish(self._target.tmp, self._target.path, overwrite=self._overwrite)
+        if self._remote is not None:
+            _settle_zarr_io()
+            self._remote.publish()
+            self._committed = True
+            return self.location.url
+        path = self.location.path
+        replaced = publish(self._partial, path, overwrite=self._overwrite)
         self._committed = True
         if replaced is not None:
             remove(replaced)
-        return self._target.path
+        return path
+
+
+def _check_overlap(out: Location, src: Location) -> None:
+    """``out`` may not be an input, lie inside one, or contain one."""
+    if out.scheme != src.scheme or (out.scheme and out.bucket != src.bucket):
+        return
+    if out.is_local:
+        a, b = Path(out.url), Path(src.url)
+        overlaps = _within(a, b) or _within(b, a)
+    else:
+        a_key, b_key = out.url + "/", src.url + "/"
+        overlaps = a_key.startswith(b_key) or b_key.startswith(a_key)
+    if overlaps:
+        raise StoreError(f"output {out} overlaps the input {src}; choose an output outside it")
 
 
 def _settle_zarr_io(timeout: float = 30.0) -> None:
@@ -600,9 +675,72 @@ def _settle_zarr_io(timeout: float = 30.0) -> None:
         sync(others_done(), timeout=timeout)
 
 
-def open_store(path: str | Path, *, require_complete: bool = True) -> zarr.Group:
-    """Open a store read-only; refuse one that is not a gpuds store, is incomplete, or whose
-    arrays' metadata disagrees with what the store recorded when it was written.
+def open_group(
+    path: str | Path | Location, storage_options: Mapping[str, str] | None = None
+) -> tuple[zarr.Group, str]:
+    """Open the Zarr group at ``path`` (a local path or a URL) read-only; return it and how
+    messages name it. A missing store, an object store's incomplete mark (a run is writing it,
+    or was killed) and an unreachable service are one-line :class:`~gpuds.errors.StoreError`.
+
+    Examples
+    --------
+    >>> group, name = open_group("s3://bucket/data.zarr")         # doctest: +SKIP
+    """
+    loc = location(path, storage_options)
+    text = str(path) if loc.is_local else loc.url
+    if loc.is_local and not loc.path.exists():
+        if (hidden := interrupted_overwrite(loc.path)) is not None:
+            raise StoreError(
+                f"{text}: no such store: an overwrite was interrupted; the previous store is at "
+                f"{hidden}; rerun the command or rename it back"
+            )
+        raise StoreError(f"{text}: no such store")
+    if loc.is_object_store:
+        _check_root(loc)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message="Numcodecs codecs are not in the Zarr version 3"
+            )
+            group = zarr.open_group(loc.zarr_store(read_only=True), mode="r")
+    except Exception as e:  # zarr and json raise many types for a missing or damaged zarr.json
+        if loc.is_object_store:
+            raise storage_error(loc, e, "not a readable Zarr group") from e
+        raise StoreError(
+            f"{text}: not a readable Zarr group ({type(e).__name__}: {_first_line(e)})"
+        ) from e
+    return group, text
+
+
+def _check_root(loc: Location) -> None:
+    """An object store's root ``zarr.json``: present, and not the incomplete mark."""
+    import obstore
+
+    try:
+        root = bytes(obstore.get(loc.object_store(), ROOT).bytes())
+    except FileNotFoundError as e:
+        if "NoSuchBucket" in str(e):
+            raise storage_error(loc, e) from e
+        raise StoreError(f"{loc}: no such store (no zarr.json there)") from e
+    except Exception as e:
+        raise storage_error(loc, e) from e
+    writer = incomplete_writer(root)
+    if writer is not None:
+        raise IncompleteStoreError(
+            f"{loc}: incomplete store: being written ({describe_writer(writer)}), or that run "
+            "was interrupted; rerun the command that writes it (it cleans up first)"
+        )
+
+
+def open_store(
+    path: str | Path | Location,
+    *,
+    require_complete: bool = True,
+    storage_options: Mapping[str, str] | None = None,
+) -> zarr.Group:
+    """Open a store read-only (a local path or a URL); refuse one that is not a gpuds store, is
+    incomplete, or whose arrays' metadata disagrees with what the store recorded when it was
+    written.
 
     Examples
     --------
@@ -610,20 +748,7 @@ def open_store(path: str | Path, *, require_complete: bool = True) -> zarr.Group
     >>> read_info(g)["format_version"]                            # doctest: +SKIP
     2
     """
-    text = str(path)
-    if not _is_url(text) and not Path(text).exists():
-        if (hidden := interrupted_overwrite(Path(text))) is not None:
-            raise StoreError(
-                f"{text}: no such store: an overwrite was interrupted; the previous store is at "
-                f"{hidden}; rerun the command or rename it back"
-            )
-        raise StoreError(f"{text}: no such store")
-    try:
-        group = zarr.open_group(text, mode="r")
-    except Exception as e:  # zarr and json raise many types for a missing or damaged zarr.json
-        raise StoreError(
-            f"{text}: not a readable Zarr group ({type(e).__name__}: {_first_line(e)})"
-        ) from e
+    group, text = open_group(path, storage_options)
     info = group.attrs.get(ATTR)
     if not isinstance(info, dict):
         raise StoreError(f"{text}: a Zarr group, but not a gpuds store (no '{ATTR}' attribute)")

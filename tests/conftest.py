@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -133,3 +135,72 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
     from . import nvcomp_double
 
     return nvcomp_double.install_gpu(monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Any:
+    """A real S3 API server (moto's ``ThreadedMotoServer``) on a free port of 127.0.0.1 for the
+    session; stopped at its end."""
+    pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+class S3:
+    """A fresh bucket on the test S3 server, with the environment pointing at it."""
+
+    def __init__(self, endpoint: str, bucket: str) -> None:
+        self.endpoint = endpoint
+        self.bucket = bucket
+        self.url = f"s3://{bucket}"
+
+    def client(self) -> Any:
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
+
+    def keys(self, prefix: str = "") -> list[str]:
+        pages = (
+            self.client()
+            .get_paginator("list_objects_v2")
+            .paginate(Bucket=self.bucket, Prefix=prefix)
+        )
+        return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
+
+    def upload(self, local: Path, prefix: str) -> str:
+        """Upload a file or a folder's files under ``prefix``; return its URL."""
+        client = self.client()
+        files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.is_file())
+        for f in files:
+            rel = f.name if local.is_file() else f.relative_to(local).as_posix()
+            client.put_object(Bucket=self.bucket, Key=f"{prefix}/{rel}", Body=f.read_bytes())
+        return f"{self.url}/{prefix}"
+
+
+_BUCKETS = iter(range(10**6))
+
+
+@pytest.fixture
+def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3:
+    """A new bucket on the session's S3 server, and the standard AWS variables set for this test
+    only (the instance-metadata endpoint on a closed local port: no request ever leaves
+    127.0.0.1)."""
+    for name in [k for k in os.environ if k.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_METADATA_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    bucket = S3(s3_endpoint, f"gpuds-test-{os.getpid()}-{next(_BUCKETS)}")
+    bucket.client().create_bucket(Bucket=bucket.bucket)
+    return bucket

@@ -120,7 +120,7 @@ def test_plain_zarr_group_is_described_but_flagged(cli, tmp_path: Path):
 def test_not_a_store_at_all(cli, tmp_path: Path):
     result = cli("inspect", tmp_path / "nothing.zarr")
     assert result.code == 1
-    assert "not a readable Zarr group" in only_line(result.err)
+    assert "nothing.zarr: no such store" in only_line(result.err)
 
 
 @pytest.mark.parametrize(

@@ -99,9 +99,9 @@ def test_output_may_not_overlap_inputs(tmp_path: Path):
         StoreWriter(tmp_path, inputs=[src], overwrite=True)
 
 
-def test_urls_are_refused_for_output(tmp_path: Path):
-    with pytest.raises(StoreError, match="local paths"):
-        StoreWriter("s3://bucket/x.zarr")
+def test_urls_other_than_object_stores_are_refused_for_output(tmp_path: Path):
+    with pytest.raises(StoreError, match="to local paths and to s3://, gs:// and az:// URLs"):
+        StoreWriter("memory://bucket/x.zarr")
 
 
 def test_stale_partials_of_dead_runs_are_removed(tmp_path: Path):

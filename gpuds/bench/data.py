@@ -13,6 +13,7 @@ import zarr
 
 from gpuds.chunks import FieldChunks, field_label
 from gpuds.errors import ConfigError
+from gpuds.storage import Location
 from gpuds.store import chunk_samples, iter_fields, open_store
 
 __all__ = [
@@ -74,7 +75,7 @@ def sample_store(workdir: Path, data: dict[str, np.ndarray]) -> str:
     return str(workdir / "sample.zarr")
 
 
-def bench_fields(store: str) -> tuple[str, list[tuple[str, zarr.Array]]]:
+def bench_fields(store: str | Location) -> tuple[str, list[tuple[str, zarr.Array]]]:
     """The split the bench measures (``train``, else the first split, else ``""`` for the root)
     and its fields as ``(name, array)``."""
     group = open_store(store)
@@ -98,10 +99,12 @@ def sample_nbytes(array: Any) -> int:
     return int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
 
 
-def read_head(store: str, split: str, name: str, array: zarr.Array, limit_bytes: int) -> np.ndarray:
+def read_head(
+    store: str | Location, split: str, name: str, array: zarr.Array, limit_bytes: int
+) -> np.ndarray:
     """The first whole samples of a field, about ``limit_bytes`` of them (at least one), read
     through the chunk service (presence, checksums and sizes checked)."""
-    reader = FieldChunks(array, field_label(store, split, name))
+    reader = FieldChunks(array, field_label(str(store), split, name))
     count = max(1, limit_bytes // max(1, sample_nbytes(array)))
     return reader.read_range(0, min(reader.length, count))
 

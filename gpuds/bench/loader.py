@@ -11,12 +11,13 @@ from typing import Any
 from gpuds.backend import Backend
 from gpuds.bench.data import sample_nbytes
 from gpuds.bench.harness import row, set_bound, timed
+from gpuds.storage import Location
 
 __all__ = ["loader_row"]
 
 
 def loader_row(
-    store: str,
+    store: str | Location,
     split: str,
     repeats: int,
     backend: Backend,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from gpuds.bench.store import store_rows
 from gpuds.environment import environment
 from gpuds.errors import ConfigError
 from gpuds.progress import NullProgress, Progress
+from gpuds.storage import Location, is_url, location
 from gpuds.store import utc_now
 
 __all__ = ["bench"]
@@ -36,6 +37,7 @@ def bench(
     quick: bool = False,
     step_ms: float = 0.0,
     progress: Progress | None = None,
+    storage_options: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Measure codecs, the store, the loader and the references; return the report.
 
@@ -57,6 +59,8 @@ def bench(
         A simulated training step after each loader batch.
     progress
         Receives the five phases (prepare, codec, store, loader, reference).
+    storage_options
+        Object-store settings when ``store`` is a URL (docs/storage.md).
 
     Returns
     -------
@@ -86,9 +90,9 @@ def bench(
         data: dict[str, np.ndarray] = {}
         if store is None:
             data = sample_data(quick)
-            store_path = sample_store(work, data)
+            store_path: str | Location = sample_store(work, data)
         else:
-            store_path = str(store)
+            store_path = location(store, storage_options) if is_url(store) else str(store)
         split, fields = bench_fields(store_path)
         limit = (8 if quick else 32) * 2**20  # bytes sampled per field by the codec section
         if store is not None:

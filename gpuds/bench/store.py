@@ -18,12 +18,13 @@ from gpuds.bench.data import sample_nbytes
 from gpuds.bench.harness import SKIPPED_NO_GPU, row, set_bound, timed
 from gpuds.chunks import FieldChunks, field_label
 from gpuds.loader import default_workers
+from gpuds.storage import Location
 
 __all__ = ["store_rows"]
 
 
 def store_rows(
-    store: str,
+    store: str | Location,
     split: str,
     fields: list[tuple[str, zarr.Array]],
     repeats: int,
@@ -36,7 +37,7 @@ def store_rows(
     Returns the rows and the read+decode bound in GB/s (None for a codec chain gpuds does not
     decode itself, whose row says so).
     """
-    readers = {name: FieldChunks(arr, field_label(store, split, name)) for name, arr in fields}
+    readers = {name: FieldChunks(arr, field_label(str(store), split, name)) for name, arr in fields}
     if any(r.codec is None for r in readers.values()):
         skipped = row("store", "read+decode (store to memory)", "read_decode", "GB/s")
         skipped["status"] = "not applicable (a codec chain gpuds does not decode itself)"
@@ -97,7 +98,7 @@ def store_rows(
     return [storage, decode, both, to_device], bound
 
 
-def _to_device(store: str, split: str, repeats: int, backend: Backend) -> dict[str, Any]:
+def _to_device(store: str | Location, split: str, repeats: int, backend: Backend) -> dict[str, Any]:
     """The measured split onto the device through the loader's GPU path, in store order."""
     from gpuds.dataset import open_dataset
 

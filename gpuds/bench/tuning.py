@@ -6,6 +6,7 @@ recommendation is the same on any machine.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from gpuds.codecs.auto import MIN_RATIO, SLOWER_CLASS_GAIN, pick
 from gpuds.codecs.cpu import CpuChunkCodec
 from gpuds.environment import environment
 from gpuds.progress import NullProgress, Progress
+from gpuds.storage import Location, is_url, location
 from gpuds.store import chunk_samples, utc_now
 
 __all__ = ["TUNE_CHUNK_MB", "TUNE_CODECS", "tune"]
@@ -34,6 +36,7 @@ def tune(
     quick: bool = False,
     repeats: int = 2,
     progress: Progress | None = None,
+    storage_options: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Sweep codec x level x chunk size on a sample of ``store`` on this machine's CPU.
 
@@ -55,10 +58,11 @@ def tune(
     See :mod:`gpuds.bench`.
     """
     progress = progress or NullProgress()
-    split, fields = bench_fields(store)
+    source: str | Location = location(store, storage_options) if is_url(store) else store
+    split, fields = bench_fields(source)
     limit = (8 if quick else 32) * 2**20
     samples = {
-        name: little_endian(read_head(store, split, name, arr, limit)) for name, arr in fields
+        name: little_endian(read_head(source, split, name, arr, limit)) for name, arr in fields
     }
     rows: list[dict[str, Any]] = []
     progress.start("tune", len(TUNE_CODECS) * len(TUNE_CHUNK_MB))

@@ -21,7 +21,7 @@ from gpuds.cli.console import stdout
 
 __all__ = ["COMMANDS", "app", "state"]
 
-COMMANDS = ("ingest", "inspect", "preprocess", "compress", "bench", "env")
+COMMANDS = ("ingest", "inspect", "preprocess", "compress", "report", "bench", "env")
 """The commands in the order ``gpuds --help`` lists them; ``gpuds.cli.commands.<name>.<name>``
 is each one's function."""
 
@@ -65,7 +65,7 @@ app = typer.Typer(
     name="gpuds",
     cls=_Commands,
     help="Build compressed, GPU-ready datasets: ingest raw data into Zarr v3, preprocess it, "
-    "compress it, inspect it, benchmark it.",
+    "compress it, inspect it, show it as a dataset card, benchmark it.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=_MARKUP,

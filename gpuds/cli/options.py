@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
-__all__ = ["CHOICES", "JsonSummary", "Overwrite", "Quiet"]
+__all__ = ["CHOICES", "JsonSummary", "Overwrite", "Quiet", "StorageOptions"]
 
 Overwrite = Annotated[
     bool, typer.Option("--overwrite", help="Replace OUT if it is an existing Zarr store.")
@@ -22,6 +22,17 @@ Overwrite = Annotated[
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 JsonSummary = Annotated[
     bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")
+]
+StorageOptions = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--storage-option",
+        help="Object-store setting KEY=VALUE for s3://, gs://, az:// paths (repeatable): "
+        "endpoint, region, access_key_id, secret_access_key, profile, allow_http, ... They add "
+        "to the standard environment variables (AWS_ENDPOINT_URL, AWS_REGION, ...; "
+        "docs/storage.md).",
+        show_default=False,
+    ),
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
@@ -26,6 +27,7 @@ __all__ = [
     "pipeline",
     "preprocess",
     "problems",
+    "report",
     "table_decisions",
     "tune",
 ]
@@ -249,6 +251,26 @@ def bench(report: dict[str, Any]) -> None:
             f"neighbours {quality['neighbours']:.4f} (0 = none kept together)"
         )
     stdout.print(f"{len(report['rows'])} rows in {report['seconds']:.1f} s")
+
+
+def report(summary: dict[str, Any]) -> None:
+    """The card written: its size and sections, how its statistics were read, the PNG files."""
+    stats = summary["statistics"]
+    how = (
+        "exact (every chunk read)"
+        if stats["exact"]
+        else f"sampled ({stats['samples_read']:,} of {stats['samples']:,} field samples, seed "
+        f"{stats['seed']}; fields over {stats['sample_mb']:g} MiB read on a sample of chunks)"
+    )
+    stdout.print(
+        f"[green]wrote[/green] {escape(summary['output'])} ({_human(summary['bytes'])}): "
+        f"{', '.join(summary['sections'])}; {summary['figures']} figures; statistics {how}; "
+        f"{summary['seconds']:.1f} s",
+        soft_wrap=True,
+    )
+    if summary["png"]:
+        folder = str(Path(summary["png"][0]).parent)
+        stdout.print(f"figures as PNG in {escape(folder)}: {len(summary['png'])} files")
 
 
 def tune(report: dict[str, Any], store: str) -> None:

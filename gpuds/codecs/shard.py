@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from pathlib import Path
 
 import google_crc32c
 import numpy as np
@@ -28,7 +27,7 @@ __all__ = [
     "index_nbytes",
     "parse_index",
     "read_index",
-    "write_shard",
+    "shard_parts",
 ]
 
 EMPTY = 2**64 - 1
@@ -39,7 +38,9 @@ def index_nbytes(chunks: int) -> int:
     return 16 * chunks + 4
 
 
-def _parts(payloads: Sequence[bytes | None]) -> list[bytes]:
+def shard_parts(payloads: Sequence[bytes | None]) -> list[bytes]:
+    """The shard of ``payloads`` (encoded chunks, None: not stored) as the parts to write in
+    order: the payloads, the index and its CRC (written without joining them in memory)."""
     index = np.full((len(payloads), 2), EMPTY, dtype="<u8")
     parts: list[bytes] = []
     offset = 0
@@ -55,16 +56,7 @@ def _parts(payloads: Sequence[bytes | None]) -> list[bytes]:
 
 def encode_shard(payloads: Sequence[bytes | None]) -> bytes:
     """Concatenate encoded chunks (None: not stored) and append the CRC-protected index."""
-    return b"".join(_parts(payloads))
-
-
-def write_shard(path: Path, payloads: Sequence[bytes | None]) -> int:
-    """Write the shard of ``payloads`` to ``path`` in one file without joining it in memory;
-    return its size."""
-    parts = _parts(payloads)
-    with open(path, "wb") as fh:
-        fh.writelines(parts)
-    return sum(len(p) for p in parts)
+    return b"".join(shard_parts(payloads))
 
 
 def read_index(shard: bytes | memoryview, chunks: int, key: str) -> np.ndarray:

@@ -27,6 +27,7 @@ import numpy as np
 
 from gpuds.config import parse_names
 from gpuds.errors import ConfigError, SourceError
+from gpuds.storage import Location
 from gpuds.store import SUPPORTED_DTYPES
 
 __all__ = [
@@ -236,9 +237,11 @@ class Source(ABC):
 
     format: ClassVar[str]
 
-    def __init__(self, path: Path, options: ReadOptions) -> None:
+    def __init__(self, path: Path | Location, options: ReadOptions) -> None:
         self.path = path
         self.options = options
+        self.copied = False
+        """Read from a temporary local copy of an object-store input (``Reader.remote``)."""
 
     @property
     @abstractmethod
@@ -266,6 +269,11 @@ class Source(ABC):
     def notes(self) -> list[str]:
         """One-line messages the user should read (e.g. information lost converting images);
         complete after :meth:`blocks` ends."""
+        if self.copied:
+            return [
+                f"{self.path}: read from a temporary local copy ({self.format}'s library reads "
+                "local files only)"
+            ]
         return []
 
     def close(self) -> None:  # noqa: B027 - optional hook, most readers hold nothing open
@@ -303,7 +311,7 @@ class ArraysSource(Source):
     what: ClassVar[str] = "arrays"
     """How the error about arrays of different lengths names them."""
 
-    def __init__(self, path: Path, options: ReadOptions) -> None:
+    def __init__(self, path: Path | Location, options: ReadOptions) -> None:
         super().__init__(path, options)
         self._arrays: dict[str, Any] = {}
         self._locations: dict[str, str] = {}

@@ -27,6 +27,7 @@ import pyarrow.csv as pa_csv
 
 from gpuds.errors import SourceError
 from gpuds.sources.base import WHITESPACE, ReadOptions
+from gpuds.storage import Location
 
 __all__ = [
     "COMPRESSIONS",
@@ -70,7 +71,7 @@ _READ = 1 << 16
 _SHOWN_CELLS = 3
 
 
-def compression_of(path: Path) -> str | None:
+def compression_of(path: Path | Location) -> str | None:
     """The compression of ``path`` from its first bytes (one of :data:`COMPRESSIONS`), or None."""
     try:
         with path.open("rb") as fh:
@@ -89,16 +90,20 @@ def compression_of(path: Path) -> str | None:
     return None
 
 
-def _open_binary(path: Path, compression: str | None) -> Any:
-    """The decompressed bytes of ``path`` as a readable binary stream (pyarrow's or Python's)."""
+def _open_binary(path: Path | Location, compression: str | None) -> Any:
+    """The decompressed bytes of ``path`` as a readable binary stream (pyarrow's or Python's);
+    an object in an object store is read by ranged requests as the parser asks."""
     if compression == "xz":
-        return lzma.open(path, "rb")
+        return lzma.open(path.open("rb") if isinstance(path, Location) else path, "rb")
     if compression is not None and not pa.Codec.is_available(compression):
         raise SourceError(
             f"{path}: this pyarrow build cannot decompress {compression}; decompress the file "
             "first or install a pyarrow wheel from PyPI (they include it)"
         )
-    raw = pa.OSFile(str(path))
+    if isinstance(path, Location):
+        raw: Any = pa.PythonFile(path.open("rb"), mode="r")
+    else:
+        raw = pa.OSFile(str(path))
     return raw if compression is None else pa.CompressedInputStream(raw, compression)
 
 
@@ -193,7 +198,7 @@ class Layout:
 
 
 @contextmanager
-def open_data(path: Path, layout: Layout) -> Iterator[Any]:
+def open_data(path: Path | Location, layout: Layout) -> Iterator[Any]:
     """The bytes to parse with ``layout.parse_delimiter``: decompressed, whitespace runs as tabs."""
     stream = _open_binary(path, layout.compression)
     if layout.delimiter == WHITESPACE:
@@ -206,7 +211,7 @@ def open_data(path: Path, layout: Layout) -> Iterator[Any]:
 
 @contextmanager
 def open_rows(
-    path: Path, layout: Layout
+    path: Path | Location, layout: Layout
 ) -> Iterator[tuple[Iterator[list[str]], Callable[[], int]]]:
     """Python's ``csv.reader`` over the data rows' text (after ``skip_rows`` lines).
 
@@ -221,7 +226,7 @@ def open_rows(
         yield reader, lambda: layout.skip_rows + reader.line_num
 
 
-def decide_layout(path: Path, options: ReadOptions) -> Layout:
+def decide_layout(path: Path | Location, options: ReadOptions) -> Layout:
     """Decide how ``path`` is laid out, from ``options`` and the first lines of its text.
 
     Examples
@@ -250,7 +255,7 @@ def decide_layout(path: Path, options: ReadOptions) -> Layout:
     return Layout(compression, delimiter, quote, decided.skip, decided.header, reasons)
 
 
-def damaged(path: Path, compression: str | None, exc: BaseException) -> str:
+def damaged(path: Path | Location, compression: str | None, exc: BaseException) -> str:
     """The message for a file that cannot be read or decompressed."""
     detail = str(exc).strip() or type(exc).__name__
     if compression is None:
@@ -258,7 +263,7 @@ def damaged(path: Path, compression: str | None, exc: BaseException) -> str:
     return f"{path}: the {compression} data is damaged or truncated ({detail})"
 
 
-def _is_tsv(path: Path) -> bool:
+def _is_tsv(path: Path | Location) -> bool:
     suffixes = [s.lower() for s in path.suffixes[-2:]]
     return bool(suffixes) and (suffixes[-1] == ".tsv" or suffixes[0] == ".tsv")
 
@@ -430,7 +435,9 @@ class _Decision:
 class _Decider:
     """Picks ``skip_rows`` and ``header`` so that the data rows are consistent (docs/ingest.md)."""
 
-    def __init__(self, path: Path, options: ReadOptions, rows: list[_Row], delimiter: str) -> None:
+    def __init__(
+        self, path: Path | Location, options: ReadOptions, rows: list[_Row], delimiter: str
+    ) -> None:
         self.path = path
         self.options = options
         self.rows = rows

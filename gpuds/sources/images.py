@@ -97,6 +97,7 @@ block.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
@@ -104,13 +105,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, TiffImagePlugin
 
 from gpuds.errors import ConfigError, SourceError
 from gpuds.sources.base import FieldSpec, ReadOptions, Source, select_fields
+from gpuds.storage import Location
 
 __all__ = ["FRAMES", "IMAGE_SUFFIXES", "MODES", "ImageFolderSource"]
 
@@ -201,7 +203,7 @@ class ImageFolderSource(Source):
 
     format = "images"
 
-    def __init__(self, path: Path, options: ReadOptions) -> None:
+    def __init__(self, path: Path | Location, options: ReadOptions) -> None:
         super().__init__(path, options)
         self._channels = _parse_mode(options.mode)
         self._resample = _parse_options(options)
@@ -486,21 +488,30 @@ def _parse_options(options: ReadOptions) -> Image.Resampling:
     return _RESAMPLE[options.resample]
 
 
-def _list_folder(folder: Path) -> tuple[list[str], list[str], list[str]]:
-    """Sorted names of the visible subfolders, image files and other entries of ``folder``."""
-    try:
-        names = sorted(name for name in os.listdir(folder) if not name.startswith("."))
-    except OSError as e:
-        raise SourceError(f"{folder}: cannot list the folder ({e.strerror or e})") from e
-    folders, images, others = [], [], []
-    for name in names:
-        if (folder / name).is_dir():
-            folders.append(name)
-        elif os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES:
-            images.append(name)
-        else:
-            others.append(name)
+def _list_folder(folder: Path | Location) -> tuple[list[str], list[str], list[str]]:
+    """Sorted names of the visible subfolders, image files and other entries of ``folder`` (a
+    local folder, or a prefix of an object store: one listing request)."""
+    if isinstance(folder, Location):
+        subfolders, files = folder.entries()
+        folders = [name for name in subfolders if not name.startswith(".")]
+        names = [name for name in files if not name.startswith(".")]
+    else:
+        try:
+            listed = sorted(name for name in os.listdir(folder) if not name.startswith("."))
+        except OSError as e:
+            raise SourceError(f"{folder}: cannot list the folder ({e.strerror or e})") from e
+        folders = [name for name in listed if (folder / name).is_dir()]
+        names = [name for name in listed if name not in set(folders)]
+    images = [n for n in names if os.path.splitext(n)[1].lower() in IMAGE_SUFFIXES]
+    others = [n for n in names if os.path.splitext(n)[1].lower() not in IMAGE_SUFFIXES]
     return folders, images, others
+
+
+def _binary(path: Path | Location) -> IO[bytes]:
+    """The file to decode: a local file, or an object's bytes (one request: images are small)."""
+    if isinstance(path, Location):
+        return io.BytesIO(path.read_bytes())  # a failed request is a StoreError, not a bad image
+    return open(path, "rb")
 
 
 def _runs(entries: list[_Entry]) -> list[slice]:
@@ -514,9 +525,10 @@ def _runs(entries: list[_Entry]) -> list[slice]:
     return runs
 
 
-def _open(path: Path) -> Image.Image:
+def _open(path: Path | Location) -> Image.Image:
+    source: Any = _binary(path) if isinstance(path, Location) else path
     try:
-        return Image.open(path, formats=_PILLOW_FORMATS)
+        return Image.open(source, formats=_PILLOW_FORMATS)
     except Image.UnidentifiedImageError as e:
         raise _BadImage(_unidentified(path)) from e
     except Image.DecompressionBombWarning as e:
@@ -527,11 +539,11 @@ def _open(path: Path) -> Image.Image:
         raise _BadImage(_reason(e)) from e
 
 
-def _unidentified(path: Path) -> str:
+def _unidentified(path: Path | Location) -> str:
     """Why Pillow could not open ``path``: the refusal of the allowed decoder whose signature
     the file carries (as ``Image.open`` tried it), else that no allowed format matches."""
     try:
-        with open(path, "rb") as fh:
+        with _binary(path) as fh:
             prefix = fh.read(16)  # as much as Image.open gives the signature checks
         for fmt in _PILLOW_FORMATS:
             factory, accept = Image.OPEN[fmt]
@@ -541,7 +553,7 @@ def _unidentified(path: Path) -> str:
             if not verdict:
                 continue
             try:
-                with open(path, "rb") as fh:
+                with _binary(path) as fh:
                     factory(fh, str(path))
             except Exception as e:
                 detail = _tiff_samples(path) if fmt == "TIFF" else ""
@@ -552,10 +564,10 @@ def _unidentified(path: Path) -> str:
     return "not a PNG, JPEG, TIFF, BMP or WebP image Pillow can identify"
 
 
-def _tiff_samples(path: Path) -> str:
+def _tiff_samples(path: Path | Location) -> str:
     """`` (pixels of N samples of B-bit KIND)`` from a TIFF's first directory, or ``""``."""
     try:
-        with open(path, "rb") as fh:
+        with _binary(path) as fh:
             directory = TiffImagePlugin.ImageFileDirectory_v2(fh.read(8))
             fh.seek(directory.next)
             directory.load(fh)
@@ -568,7 +580,9 @@ def _tiff_samples(path: Path) -> str:
         return ""
 
 
-def _read_header(path: Path, every_frame: bool) -> tuple[str, int, list[tuple[int, int]]]:
+def _read_header(
+    path: Path | Location, every_frame: bool
+) -> tuple[str, int, list[tuple[int, int]]]:
     """The format, the number of frames and the (width, height) of frame 0 (of every frame
     when ``every_frame``) of ``path``, reading headers only."""
     with _open(path) as image:

@@ -28,6 +28,7 @@ from gpuds.sources.base import (
     native_dtype,
     select_fields,
 )
+from gpuds.storage import Location
 
 __all__ = ["NpySource", "NpzSource"]
 
@@ -149,13 +150,24 @@ class NpySource(Source):
 
     format = "npy"
 
-    def __init__(self, path: Path, options: ReadOptions) -> None:
+    def __init__(self, path: Path | Location, options: ReadOptions) -> None:
         super().__init__(path, options)
+        self._remote: _Header | None = None
         try:
-            with open(path, "rb") as fh:
-                header = _read_header(fh, path.stat().st_size, str(path), "file")
+            size = path.size() if isinstance(path, Location) else path.stat().st_size
+            with path.open("rb") as fh:
+                header = _read_header(fh, size or 0, str(path), "file")
             if header.data_nbytes == 0:
                 self._array: np.ndarray = np.empty(header.shape, dtype=header.dtype)
+            elif isinstance(path, Location):
+                # Read by ranged requests, block by block (nothing is downloaded whole).
+                if header.fortran and len(header.shape) > 1:
+                    raise SourceError(
+                        f"{path}: a Fortran-ordered array is read from local files only; save "
+                        "it C-ordered (np.ascontiguousarray) or copy it locally"
+                    )
+                self._remote = header
+                self._array = np.empty((0, *header.shape[1:]), dtype=header.dtype)
             else:
                 self._array = np.memmap(
                     path,
@@ -181,15 +193,29 @@ class NpySource(Source):
 
     @property
     def length(self) -> int:
-        return int(self._array.shape[0])
+        return int(self._remote.shape[0] if self._remote else self._array.shape[0])
 
     def blocks(self, max_samples: int) -> Iterator[dict[str, np.ndarray]]:
         if not self._selected:
+            return
+        if self._remote is not None:
+            yield from self._remote_blocks(self._remote, max_samples)
             return
         for start in range(0, self.length, max_samples):
             # np.array copies the memory-mapped slice: one block in RAM at a time.
             chunk = self._array[start : start + max_samples]
             yield {self._spec.name: np.array(chunk, dtype=self._spec.dtype)}
+
+    def _remote_blocks(self, header: _Header, max_samples: int) -> Iterator[dict[str, np.ndarray]]:
+        assert isinstance(self.path, Location)
+        row = math.prod(header.shape[1:]) * header.dtype.itemsize
+        for start in range(0, self.length, max_samples):
+            count = min(max_samples, self.length - start)
+            data = self.path.read_range(header.offset + start * row, count * row)
+            if len(data) != count * row:
+                raise SourceError(f"{self.path}: truncated: the data ends before the header says")
+            values = np.frombuffer(data, dtype=header.dtype).reshape((count, *header.shape[1:]))
+            yield {self._spec.name: values.astype(self._spec.dtype, copy=False)}
 
     def close(self) -> None:
         mm = getattr(self._array, "_mmap", None)
@@ -219,10 +245,10 @@ class NpzSource(Source):
 
     format = "npz"
 
-    def __init__(self, path: Path, options: ReadOptions) -> None:
+    def __init__(self, path: Path | Location, options: ReadOptions) -> None:
         super().__init__(path, options)
         try:
-            self._zip = zipfile.ZipFile(path)
+            self._zip = zipfile.ZipFile(path.open("rb") if isinstance(path, Location) else path)
         except (zipfile.BadZipFile, OSError) as e:
             raise SourceError(f"{path}: not a readable .npz archive ({e})") from e
         members: dict[str, zipfile.ZipInfo] = {}

@@ -100,6 +100,7 @@ from gpuds.sources.base import (
     select_fields,
 )
 from gpuds.sources.delimited import damaged, decide_layout, open_data, open_rows, read_ragged
+from gpuds.storage import Location
 
 __all__ = [
     "CSV_BLOCK_SIZE",
@@ -329,7 +330,7 @@ class TableSource(Source):
     record batches and then :meth:`_plan`; :meth:`_batches` yields the record batches of pass 2.
     """
 
-    def __init__(self, path: Path, options: ReadOptions) -> None:
+    def __init__(self, path: Path | Location, options: ReadOptions) -> None:
         super().__init__(path, options)
         self._columns: list[_Column] = []
         self._rows = 0
@@ -457,10 +458,10 @@ class CsvSource(TableSource):
 
     format = "csv"
 
-    def __init__(self, path: Path, options: ReadOptions) -> None:
+    def __init__(self, path: Path | Location, options: ReadOptions) -> None:
         super().__init__(path, options)
         try:
-            empty = path.stat().st_size == 0
+            empty = (path.size() if isinstance(path, Location) else path.stat().st_size) == 0
         except OSError as e:
             raise SourceError(f"{path}: cannot read ({e.strerror or e})") from e
         if empty:
@@ -625,11 +626,13 @@ class ParquetSource(TableSource):
 
     format = "parquet"
 
-    def __init__(self, path: Path, options: ReadOptions) -> None:
+    def __init__(self, path: Path | Location, options: ReadOptions) -> None:
         super().__init__(path, options)
         try:
-            # Pages carry CRCs only when the writer added them; those that do are checked.
-            self._file = pq.ParquetFile(path, page_checksum_verification=True)
+            # Pages carry CRCs only when the writer added them; those that do are checked. An
+            # object store's file is read by ranged requests (footer, then the row groups).
+            source = path.open("rb") if isinstance(path, Location) else path
+            self._file = pq.ParquetFile(source, page_checksum_verification=True)
         except (pa.ArrowException, OSError) as e:
             raise SourceError(f"{path}: not a readable Parquet file ({e})") from e
         try:

@@ -39,6 +39,7 @@ import zarr
 
 from gpuds.errors import SourceError
 from gpuds.sources.base import ArraysSource, FieldSpec, Member, ReadOptions, native_dtype
+from gpuds.storage import Location
 
 __all__ = ["ZarrSource"]
 
@@ -73,10 +74,12 @@ class ZarrSource(ArraysSource):
 
     format = "zarr"
 
-    def __init__(self, path: Path, options: ReadOptions) -> None:
+    def __init__(self, path: Path | Location, options: ReadOptions) -> None:
         super().__init__(path, options)
         try:
-            node = zarr.open(str(path), mode="r", use_consolidated=False)
+            # An object store's Zarr store is read through obstore, chunk by chunk.
+            store = path.zarr_store(read_only=True) if isinstance(path, Location) else str(path)
+            node = zarr.open(store, mode="r", use_consolidated=False)
             members = self._members(node)
         # zarr reports a missing store, unparsable JSON and invalid metadata with several types.
         except (OSError, ValueError, TypeError, KeyError) as e:
@@ -91,7 +94,8 @@ class ZarrSource(ArraysSource):
 
     def _members(self, node: zarr.Array | zarr.Group) -> dict[str, Member]:
         if isinstance(node, zarr.Array):
-            stem = Path(os.path.abspath(self.path)).stem
+            where = self.path
+            stem = where.stem if isinstance(where, Location) else Path(os.path.abspath(where)).stem
             return {stem: _member(node.path, node)}
         members: dict[str, Member] = {}
         found = sorted(node.members(max_depth=None), key=lambda item: item[0].split("/"))

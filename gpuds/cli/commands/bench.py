@@ -16,7 +16,10 @@ from gpuds.errors import ConfigError
 def bench(
     store: Annotated[
         str | None,
-        typer.Argument(help="Store to measure; without it, documented sample data is generated."),
+        typer.Argument(
+            help="Store to measure (a path or a URL); without it, documented sample data is "
+            "generated."
+        ),
     ] = None,
     device: Annotated[
         options.Device,
@@ -48,8 +51,12 @@ def bench(
     ] = None,
     plot_file: Annotated[
         Path | None,
-        typer.Option("--plot", help="Write a PNG bar chart (needs matplotlib: gpuds[plot])."),
+        typer.Option(
+            "--plot",
+            help="Write a PNG chart: decode rate against ratio, with the bounds (gpuds[plot]).",
+        ),
     ] = None,
+    storage_option: options.StorageOptions = None,
     quiet: options.Quiet = False,
 ) -> None:
     """Measure codecs, the store, the loader and references, side by side, with their bounds.
@@ -69,12 +76,17 @@ def bench(
     """
     from gpuds import api
     from gpuds.config import parse_names
+    from gpuds.storage import parse_storage_options
+
+    storage_options = parse_storage_options(storage_option or [])
 
     if tune:
         if store is None:
             raise ConfigError("--tune needs a STORE to sample")
         with RichProgress(quiet) as progress:
-            report = api.tune(store, quick=quick, progress=progress)
+            report = api.tune(
+                store, quick=quick, progress=progress, storage_options=storage_options
+            )
         render.tune(report, store)
     else:
         with RichProgress(quiet) as progress:
@@ -86,6 +98,7 @@ def bench(
                 quick=quick,
                 step_ms=step_ms,
                 progress=progress,
+                storage_options=storage_options,
             )
         render.bench(report)
         if markdown_file is not None:

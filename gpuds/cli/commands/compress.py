@@ -13,8 +13,12 @@ from gpuds.cli.progress import RichProgress
 
 
 def compress(
-    source: Annotated[Path, typer.Argument(help="The store to read (from ingest or preprocess).")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="The sharded store to create.")],
+    source: Annotated[
+        str, typer.Argument(help="The store to read (from ingest or preprocess): path or URL.")
+    ],
+    out: Annotated[
+        str, typer.Option("-o", "--out", help="The sharded store to create (path or URL).")
+    ],
     codec: Annotated[
         options.Codec,
         typer.Option(
@@ -69,6 +73,7 @@ def compress(
         ),
     ] = True,
     overwrite: options.Overwrite = False,
+    storage_option: options.StorageOptions = None,
     quiet: options.Quiet = False,
     as_json: options.JsonSummary = False,
 ) -> None:
@@ -90,6 +95,7 @@ def compress(
     """
     from gpuds import api
     from gpuds.config import parse_names
+    from gpuds.storage import parse_storage_options
 
     settings = api.FieldSettings(api.CodecConfig(codec.value, level, shuffle), chunk_mb, shard_mb)
     settings, per_field = (
@@ -106,6 +112,7 @@ def compress(
             verify=verify,
             overwrite=overwrite,
             progress=progress,
+            storage_options=parse_storage_options(storage_option or []),
         )
     if as_json:
         print_json(summary)

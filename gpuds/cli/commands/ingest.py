@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,12 +13,16 @@ from gpuds.cli.progress import RichProgress
 
 def ingest(
     sources: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
-            help="Files or folders to read; their fields are combined sample by sample."
+            help="Files or folders (local, or s3://, gs://, az:// URLs: a folder is a prefix) to "
+            "read; their fields are combined sample by sample."
         ),
     ],
-    out: Annotated[Path, typer.Option("-o", "--out", help="The store to create (a .zarr folder).")],
+    out: Annotated[
+        str,
+        typer.Option("-o", "--out", help="The store to create (a .zarr folder, or a URL)."),
+    ],
     fmt: Annotated[
         options.Format | None,
         typer.Option("--format", help="Reader for every source; detected per source by default."),
@@ -102,6 +105,7 @@ def ingest(
         typer.Option("--chunk-mb", help="Target chunk size in MiB (chunks hold whole samples)."),
     ] = 1.0,
     overwrite: options.Overwrite = False,
+    storage_option: options.StorageOptions = None,
     quiet: options.Quiet = False,
     as_json: options.JsonSummary = False,
 ) -> None:
@@ -120,8 +124,11 @@ def ingest(
         gpuds ingest readings.csv.gz -o raw.zarr --skip-rows 2 --no-header --delimiter ';'
 
         gpuds ingest run.h5 -o raw.zarr --fields data.x,data.y --json
+
+        gpuds ingest s3://bucket/photos/ -o s3://bucket/raw.zarr
     """
     from gpuds import api
+    from gpuds.storage import parse_storage_options
 
     read_options = api.ReadOptions.from_text(
         fields=fields,
@@ -145,6 +152,7 @@ def ingest(
             chunk_mb=chunk_mb,
             overwrite=overwrite,
             progress=progress,
+            storage_options=parse_storage_options(storage_option or []),
         )
     if as_json:
         print_json(summary)

@@ -12,13 +12,14 @@ from gpuds.cli.progress import RichProgress
 
 
 def inspect(
-    store: Annotated[str, typer.Argument(help="Path of the store to describe.")],
+    store: Annotated[str, typer.Argument(help="The store to describe: a path or a URL.")],
     verify: Annotated[
         bool,
         typer.Option(
             "--verify", help="Read and decode every chunk; check presence, integrity, fingerprint."
         ),
     ] = False,
+    storage_option: options.StorageOptions = None,
     quiet: options.Quiet = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report as JSON (schema in docs/inspect.md).")
@@ -36,9 +37,15 @@ def inspect(
         gpuds inspect raw.zarr --verify --json > report.json
     """
     from gpuds import api
+    from gpuds.storage import parse_storage_options
 
     with RichProgress(quiet or as_json) as progress:
-        report = api.inspect(store, verify=verify, progress=progress)
+        report = api.inspect(
+            store,
+            verify=verify,
+            progress=progress,
+            storage_options=parse_storage_options(storage_option or []),
+        )
     if as_json:
         print_json(report)
     else:

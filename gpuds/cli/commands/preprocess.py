@@ -13,8 +13,10 @@ from gpuds.cli.progress import RichProgress
 
 
 def preprocess(
-    source: Annotated[Path, typer.Argument(help="The store to read (from gpuds ingest).")],
-    out: Annotated[Path, typer.Option("-o", "--out", help="The store to create.")],
+    source: Annotated[
+        str, typer.Argument(help="The store to read (from gpuds ingest): a path or a URL.")
+    ],
+    out: Annotated[str, typer.Option("-o", "--out", help="The store to create (path or URL).")],
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="Pipeline config, .yaml or .toml (see configs/)."),
@@ -68,6 +70,7 @@ def preprocess(
         ),
     ] = None,
     overwrite: options.Overwrite = False,
+    storage_option: options.StorageOptions = None,
     quiet: options.Quiet = False,
     as_json: options.JsonSummary = False,
 ) -> None:
@@ -90,6 +93,7 @@ def preprocess(
         gpuds preprocess raw.zarr -o prep.zarr --split 0.9,0.1 --print-config > my.yaml
     """
     from gpuds import api
+    from gpuds.storage import parse_storage_options
 
     shortcuts = api.Shortcuts(
         shuffle=shuffle,
@@ -112,6 +116,7 @@ def preprocess(
             device=device.value,
             overwrite=overwrite,
             progress=progress,
+            storage_options=parse_storage_options(storage_option or []),
         )
     if as_json:
         print_json(summary)
