@@ -58,6 +58,7 @@ def store_rows(
             logical += (min(last * reader.chunk, n) - first * reader.chunk) * sample_bytes
     stored = sum(len(r.read_object(obj)) for r, obj in objects)
     workers = default_workers()  # the loader's pool: its bound is measured like it reads
+    remote = isinstance(store, Location) and not store.is_local
 
     def read_files() -> None:
         with ThreadPoolExecutor(workers) as pool:
@@ -79,8 +80,11 @@ def store_rows(
             list(pool.map(one, payloads))
 
     ratio = round(logical / stored, 4) if stored else None
-    storage = row("store", "read stored bytes (page cache)", "storage_read", "GB/s",
-                  nbytes=stored, times=timed(read_files, repeats), cache="warm")  # fmt: skip
+    # From a bucket the read row is the network's rate (raw GETs of whole objects), and so the
+    # bound of the read+decode and loader rows; locally it is the page cache's.
+    storage = row("store", "read stored bytes (network: GETs)" if remote else
+                  "read stored bytes (page cache)", "storage_read", "GB/s", nbytes=stored,
+                  times=timed(read_files, repeats), cache=None if remote else "warm")  # fmt: skip
     decode = row("store", "decode every chunk in memory", "decode", "GB/s", nbytes=logical,
                  times=timed(decode_only, repeats), ratio=ratio)  # fmt: skip
     both = row("store", "read+decode (store to host memory)", "read_decode", "GB/s",
