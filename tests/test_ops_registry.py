@@ -50,7 +50,7 @@ def test_ops_declare_what_the_engine_needs():
     assert [n for n, c in ops.items() if not c.fits_on_split] == ["sample", "split"]
     fitted = [n for n, c in ops.items() if issubclass(c, FittedOp)]
     assert fitted == ["standardize", "normalize", "clip", "fill_missing"]
-    with pytest.raises(NotImplementedError, match="op 'cast' is not a barrier"):
+    with pytest.raises(TypeError, match="op 'cast' is not a barrier"):
         cast = make_op({"op": "cast", "fields": "x", "dtype": "int8"}, "s")
         cast.materialize(iter([]), {}, BarrierInput(Path("."), 0, 1.0, False))
 

@@ -134,6 +134,6 @@ def test_buckets_are_the_fewest_that_fit_six_deviations_above_their_mean(
         return mean + 6 * math.sqrt(mean) <= cap
 
     buckets = bucket_count(samples, sample_nbytes, memory_bytes)
-    assert 1 <= buckets <= samples
+    assert buckets >= 1 and buckets <= samples
     assert fits(buckets) or buckets == samples
     assert buckets == 1 or not fits(buckets - 1)

@@ -187,7 +187,8 @@ class Op(ABC):
     ) -> Replay:
         """(``barrier`` ops) Consume ``blocks`` of the fields ``specs`` within ``at``; return
         what the ops after it read."""
-        raise NotImplementedError(f"{self.where} is not a barrier")
+        # The engine calls this only on ops that declare `barrier`; anything else is a bug.
+        raise TypeError(f"{self.where} is not a barrier; only barrier ops materialize")
 
     def stats(self) -> dict[str, Any]:
         """What the op fitted, JSON-safe (empty for ops that fit nothing), recorded in the
