@@ -90,9 +90,11 @@ CRC_BYTES = 4  # the crc32c codec's trailer
 Chunk = tuple[str, int, int]  # shard path, offset, stored bytes
 
 
-def _make_store(work: Path, samples: int) -> Path:
-    # Image-like uint8 samples (as in scripts/make_sample.py): a noisy dark background with a
-    # flat coloured square; zstd compresses them about 1.9x, like the quick start's images.
+def make_store(work: Path, samples: int, shard_mb: float | None = None) -> Path:
+    """The benchmark store (also scripts/bench_remote.py's): image-like uint8 samples (as in
+    scripts/make_sample.py: a noisy dark background with a flat coloured square; zstd compresses
+    them about 1.9x, like the quick start's images) and int64 labels; shards of ``shard_mb``
+    (default: compress's)."""
     rng = np.random.default_rng(0)
     images = np.empty((samples, 32, 32, 3), dtype=np.uint8)
     for start in range(0, samples, 4096):
@@ -107,7 +109,8 @@ def _make_store(work: Path, samples: int) -> Path:
     np.save(work / "images.npy", images)
     np.save(work / "labels.npy", rng.integers(0, 10, samples).astype(np.int64))
     gpuds.ingest([work / "images.npy", work / "labels.npy"], work / "raw.zarr")
-    gpuds.compress(work / "raw.zarr", work / "data.zarr", verify=False)
+    settings = gpuds.FieldSettings(shard_mb=shard_mb) if shard_mb else None
+    gpuds.compress(work / "raw.zarr", work / "data.zarr", settings=settings, verify=False)
     return work / "data.zarr"
 
 
@@ -358,7 +361,7 @@ def main() -> None:
     cores = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="gpuds-bench-loader-"))
     try:
-        store = _make_store(work, args.samples)
+        store = make_store(work, args.samples)
         fields = ["images", "labels"]
         nocheck = _strip_checksums(store, fields, work / "nocheck.zarr")
         _check_decode(store, fields)

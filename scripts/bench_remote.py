@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_loader import make_store  # scripts/ is on the path when run as a script
 from zarr.core.sync import sync
 
 import gpuds
@@ -112,28 +113,6 @@ class _Child:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
-
-
-def _make_store(work: Path, samples: int, shard_mb: float) -> Path:
-    """The store of scripts/bench_loader.py: image-like uint8 samples (a noisy dark background
-    with a flat coloured square; zstd ~1.9x) and int64 labels."""
-    rng = np.random.default_rng(0)
-    images = np.empty((samples, 32, 32, 3), dtype=np.uint8)
-    for start in range(0, samples, 4096):
-        n = min(4096, samples - start)
-        block = np.clip(rng.normal(30, 10, size=(n, 32, 32, 3)), 0, 255).astype(np.uint8)
-        corner = rng.integers(0, 16, size=(n, 2))
-        colour = rng.integers(80, 256, size=(n, 3), dtype=np.uint8)
-        for i in range(n):
-            y, x = corner[i]
-            block[i, y : y + 16, x : x + 16] = colour[i]
-        images[start : start + n] = block
-    np.save(work / "images.npy", images)
-    np.save(work / "labels.npy", rng.integers(0, 10, samples).astype(np.int64))
-    gpuds.ingest([work / "images.npy", work / "labels.npy"], work / "raw.zarr")
-    settings = gpuds.FieldSettings(shard_mb=shard_mb)
-    gpuds.compress(work / "raw.zarr", work / "data.zarr", settings=settings, verify=False)
-    return work / "data.zarr"
 
 
 def _s3store(endpoint: str, prefix: str = "data.zarr") -> Any:
@@ -275,7 +254,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="gpuds-bench-remote-"))
     children: list[_Child] = []
     try:
-        store = _make_store(work, args.samples, args.shard_mb)
+        store = make_store(work, args.samples, args.shard_mb)
         moto = _Child(_MOTO, str(args.max_seconds))
         children.append(moto)
         _upload(moto.url, store)

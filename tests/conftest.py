@@ -204,3 +204,21 @@ def s3(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3:
     bucket = S3(s3_endpoint, f"gpuds-test-{os.getpid()}-{next(_BUCKETS)}")
     bucket.client().create_bucket(Bucket=bucket.bucket)
     return bucket
+
+
+def private_names_used(package: Path) -> list[str]:
+    """``file: name`` for every other module's ``_private`` name a package's modules import or
+    reach as an attribute (a package that uses only public names returns ``[]``)."""
+    import ast
+
+    found = []
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.Attribute):
+                names = [node.attr]
+            else:
+                continue
+            found += [f"{path.name}: {n}" for n in names if n[:1] == "_" and n[:2] != "__"]
+    return found

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import time
@@ -21,7 +20,7 @@ from gpuds.bench.data import raw_chunks
 from gpuds.codecs.cpu import CpuChunkCodec
 from gpuds.environment import PACKAGES, environment
 
-from .conftest import only_line
+from .conftest import only_line, private_names_used
 
 SCHEMA = json.loads((Path(__file__).parent.parent / "docs" / "bench.schema.json").read_text())
 
@@ -152,15 +151,4 @@ def test_bench_on_a_given_store_and_bad_options(cli, tmp_path: Path):
 def test_bench_uses_only_public_names_of_other_modules():
     # The bench measures what users get: through the public chunk service and codec APIs, never
     # through another module's private names (which may change without notice).
-    package = Path(bench.__file__).parent
-    found = []
-    for path in sorted(package.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.Attribute):
-                names = [node.attr]
-            else:
-                continue
-            found += [f"{path.name}: {n}" for n in names if n[:1] == "_" and n[:2] != "__"]
-    assert found == []
+    assert private_names_used(Path(bench.__file__).parent) == []

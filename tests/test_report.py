@@ -18,7 +18,7 @@ import gpuds
 from gpuds.chunks import FieldChunks, field_label
 from gpuds.sources import ReadOptions
 
-from .conftest import only_line
+from .conftest import only_line, private_names_used
 
 VOID = {"meta", "img", "br", "hr", "link", "input", "source", "col", "wbr"}
 
@@ -305,19 +305,8 @@ def test_bad_inputs_are_one_line_errors(
 def test_the_report_uses_only_public_names_of_other_modules():
     # The card reads a store as users do (gpuds.open, gpuds.inspect, the chunk service, the
     # bench's measurements), never through another module's private names.
-    import ast
     import importlib
 
     # `gpuds.report` is the API function; the package is the module of that name.
     package = Path(str(importlib.import_module("gpuds.report").__file__)).parent
-    found = []
-    for path in sorted(package.glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.Attribute):
-                names = [node.attr]
-            else:
-                continue
-            found += [f"{path.name}: {n}" for n in names if n[:1] == "_" and n[:2] != "__"]
-    assert found == []
+    assert private_names_used(package) == []
