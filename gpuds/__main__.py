@@ -2,4 +2,6 @@
 
 from gpuds.cli import run
 
-run()
+# Guarded: worker processes that a local Dask cluster spawns import the main module again.
+if __name__ == "__main__":
+    run()

@@ -21,6 +21,7 @@ import datetime as _dt
 import errno
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -31,7 +32,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import zarr
@@ -47,9 +48,13 @@ from gpuds.commit import (
     remove,
 )
 from gpuds.commit_remote import ROOT, RemoteCommit, describe_writer, incomplete_writer
+from gpuds.digest import ContentDigest
 from gpuds.errors import GpudsError, IncompleteStoreError, StoreError, StoreExistsError
 from gpuds.progress import check_cancelled
 from gpuds.storage import Location, location, storage_error
+
+if TYPE_CHECKING:
+    from gpuds.execution import Executor
 
 __all__ = [
     "ATTR",
@@ -58,7 +63,9 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_CHUNKS",
     "SUPPORTED_DTYPES",
+    "ArrayHandle",
     "FieldWriter",
+    "Scratch",
     "StoreInfo",
     "StoreWriter",
     "check_records",
@@ -76,9 +83,10 @@ __all__ = [
     "utc_now",
 ]
 
-FORMAT_VERSION = 2
-"""2: every chunk ends in a crc32c checksum; ``arrays`` records each field's metadata; field
-fingerprints cover dtype and shape. Version 1 stores still read (nothing to check there)."""
+FORMAT_VERSION = 3
+"""3: field fingerprints hash the data in pieces (:mod:`gpuds.digest`), so that many workers can
+write one field. 2: every chunk ends in a crc32c checksum; ``arrays`` records each field's
+metadata; field fingerprints cover dtype and shape. Versions 1 and 2 still read."""
 ATTR = "gpuds"
 FIELD_ATTR = "gpuds"
 DEFAULT_CHUNK_MB = 1.0
@@ -145,9 +153,9 @@ def dataset_fingerprint(fields: Mapping[str, str]) -> str:
 
 
 def field_fingerprint(data_digest: bytes, dtype: Any, shape: Sequence[int]) -> str:
-    """A field's content fingerprint: BLAKE2b-128 over its dtype, its shape and the BLAKE2b-128
-    ``data_digest`` of its raw bytes (C order, little-endian), so that a change to any of the
-    three changes it (docs/FORMAT.md).
+    """A field's content fingerprint: BLAKE2b-128 over its dtype, its shape and the
+    ``data_digest`` of its raw bytes (C order, little-endian; :mod:`gpuds.digest`), so that a
+    change to any of the three changes it (docs/FORMAT.md).
 
     Examples
     --------
@@ -324,11 +332,112 @@ def _within(a: Path, b: Path) -> bool:
     return a == b or b in a.parents
 
 
+@dataclass(frozen=True)
+class ArrayHandle:
+    """A field being written, as a task on another worker (or thread) writes to it.
+
+    It carries the array's metadata rather than reading it, since a remote store holds its
+    metadata back until the commit. Made by :meth:`StoreWriter.handle`; picklable.
+    """
+
+    root: Location
+    """Where the store's objects go: the partial store's folder, or the output URL."""
+    path: str
+    """The array's path in the store (``x`` or ``train/x``)."""
+    metadata: Mapping[str, Any]
+
+    def open(self) -> zarr.Array:
+        """The array, for writes of whole chunks (``array[a:b] = values``, ``a`` and ``b`` on
+        chunk boundaries or ``b`` at the end)."""
+        from zarr.core.array import AsyncArray
+        from zarr.core.metadata import ArrayV3Metadata
+        from zarr.storage import LocalStore, StorePath
+
+        store = self.root.zarr_store(read_only=False)
+        if isinstance(store, str):
+            store = LocalStore(store)
+        meta = ArrayV3Metadata.from_dict(copy.deepcopy(dict(self.metadata)))
+        return zarr.Array(
+            AsyncArray(meta, StorePath(store, self.path), config={"write_empty_chunks": True})
+        )
+
+    def write_object(self, key: str, parts: Sequence[bytes]) -> int:
+        """Write the stored object ``key`` (relative to the array, e.g. a shard ``c/0/0``)
+        whole; return its size."""
+        if self.root.is_object_store:
+            import obstore
+
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            target = f"{self.path}/{key}"
+            try:
+                obstore.put(self.root.object_store(), target, data)
+            except Exception as e:
+                raise storage_error(self.root, e, f"cannot write {target}") from e
+            return len(data)
+        root = self.root.path
+        if not root.is_dir():  # removed by the client: the run failed or was cancelled
+            raise StoreError(f"{root}: the partial store is gone; the run was stopped")
+        path = root / self.path / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.writelines(parts)
+        return sum(len(p) for p in parts)
+
+
+@dataclass(frozen=True)
+class Scratch:
+    """Temporary objects of a store being written, which any task can write and read: files
+    under the partial store's ``__gpuds_work`` folder, or objects under the output URL's
+    ``__gpuds_work/`` prefix (Zarr reserves names starting with ``__``, so they never clash with
+    a field). Made by :meth:`StoreWriter.scratch`; picklable. A local store's are removed with
+    its work folder at the commit; whoever reads an object deletes it (:meth:`take`)."""
+
+    root: Location
+    prefix: str
+
+    def put(self, key: str, data: bytes | memoryview) -> None:
+        """Write the object ``key`` (``data`` C-contiguous)."""
+        data = memoryview(data).cast("B")  # as flat bytes, whatever the shape of the values
+        if self.root.is_object_store:
+            import obstore
+
+            target = f"{self.prefix}/{key}"
+            try:
+                obstore.put(self.root.object_store(), target, data)
+            except Exception as e:
+                raise storage_error(self.root, e, f"cannot write {target}") from e
+            return
+        root = self.root.path
+        if not root.is_dir():  # removed by the client: the run failed or was cancelled
+            raise StoreError(f"{root}: the partial store is gone; the run was stopped")
+        path = root / self.prefix / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def take(self, key: str) -> bytes:
+        """Read the object ``key`` and delete it."""
+        if self.root.is_object_store:
+            import obstore
+
+            target = f"{self.prefix}/{key}"
+            store = self.root.object_store()
+            try:
+                data = bytes(obstore.get(store, target).bytes())
+                obstore.delete(store, target)
+            except Exception as e:
+                raise storage_error(self.root, e, f"cannot read {target}") from e
+            return data
+        path = self.root.path / self.prefix / key
+        data = path.read_bytes()
+        path.unlink()
+        return data
+
+
 class FieldWriter:
     """Appends blocks of samples to one array, writing whole chunks only.
 
-    It also hashes every byte it writes (BLAKE2b, C order), which gives the field's content
-    fingerprint at no extra read. Made by :meth:`StoreWriter.create_field`.
+    It also hashes every sample it writes (:class:`gpuds.digest.ContentDigest`), which gives the
+    field's content fingerprint at no extra read. Made by :meth:`StoreWriter.create_field`.
     """
 
     def __init__(self, array: zarr.Array, chunk: int, store: StoreWriter) -> None:
@@ -338,7 +447,7 @@ class FieldWriter:
         self.count = 0
         self._pending: list[np.ndarray] = []
         self._pending_len = 0
-        self._hash = hashlib.blake2b(digest_size=16)
+        self._hash = ContentDigest(array.dtype.itemsize * math.prod(array.shape[1:]))
 
     def append(self, block: np.ndarray) -> None:
         block = np.ascontiguousarray(block, dtype=self.array.dtype)
@@ -347,7 +456,7 @@ class FieldWriter:
                 f"field {self.array.path!r}: expected samples of shape {self.array.shape[1:]}, "
                 f"got {block.shape[1:]}"
             )
-        self._hash.update(block.data.cast("B"))
+        self._hash.update(block)
         self._pending.append(block)
         self._pending_len += len(block)
         if self._pending_len >= self.chunk:
@@ -578,6 +687,24 @@ class StoreWriter:
         with open(path, "wb") as fh:
             fh.writelines(parts)
         return sum(len(p) for p in parts)
+
+    def check_reachable(self, executor: Executor) -> None:
+        """Refuse, before any work, a local output that the executor's workers cannot see (a
+        cluster on other machines without a shared filesystem)."""
+        if executor.distributed and self._remote is None:
+            executor.check_shared(self._partial)
+
+    def handle(self, array: zarr.Array) -> ArrayHandle:
+        """The field ``array`` (created by this writer) as tasks elsewhere write to it."""
+        root = self.location if self._remote is not None else location(self._partial)
+        return ArrayHandle(root, array.path, array.metadata.to_dict())
+
+    def scratch(self, name: str) -> Scratch:
+        """Temporary objects named ``name`` that tasks anywhere write and read
+        (:class:`Scratch`): inside the partial store, or under the output URL."""
+        if self._remote is not None:
+            return Scratch(self.location, f"__gpuds_work/{name}")
+        return Scratch(location(self._partial), f"__gpuds_work/{name}")
 
     def workdir(self, name: str) -> Path:
         """A local scratch folder, removed before the commit (or with the partial store).

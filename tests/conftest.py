@@ -222,3 +222,51 @@ def private_names_used(package: Path) -> list[str]:
                 continue
             found += [f"{path.name}: {n}" for n in names if n[:1] == "_" and n[:2] != "__"]
     return found
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Any:
+    """``dask_cluster(n)``: the address of a Dask ``LocalCluster`` of ``n`` single-threaded worker
+    processes, started at its first use and shared by the session's tests (which must not kill its
+    workers: a fault test starts its own), all stopped at the end."""
+    pytest.importorskip("distributed")
+    from gpuds.execution import local_cluster
+
+    clusters: dict[int, Any] = {}
+
+    def address(workers: int) -> str:
+        if workers not in clusters:
+            clusters[workers] = local_cluster(workers)
+        return str(clusters[workers].scheduler_address)
+
+    yield address
+    for cluster in clusters.values():
+        cluster.close()
+
+
+def store_snapshot(path: Path) -> dict[str, bytes]:
+    """Every object of a local store by relative path, with the root attributes that record
+    *when* and *how long* (``created``, the history's times and seconds) taken out: two runs that
+    wrote the same store give equal snapshots."""
+    found: dict[str, bytes] = {}
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = str(f.relative_to(path))
+        data = f.read_bytes()
+        if rel == "zarr.json":
+            meta = json.loads(data)
+            info = meta.get("attributes", {}).get("gpuds", {})
+            info.pop("created", None)
+            for entry in info.get("history", []):
+                for key in ("created", "started", "finished", "seconds", "time", "scheduler"):
+                    entry.pop(key, None)
+            data = json.dumps(meta, sort_keys=True).encode()
+        found[rel] = data
+    return found
+
+
+def assert_same_store(a: Path, b: Path) -> None:
+    """``a`` and ``b`` hold the same objects with the same bytes (but for timing attributes)."""
+    left, right = store_snapshot(a), store_snapshot(b)
+    assert sorted(left) == sorted(right), set(left) ^ set(right)
+    differ = [k for k in left if left[k] != right[k]]
+    assert not differ, f"objects differ: {differ[:10]}"

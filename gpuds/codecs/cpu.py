@@ -11,7 +11,6 @@ chunk. A batch is spread over a thread pool: the compressors release the GIL.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -23,6 +22,7 @@ from gpuds.codecs import registry
 from gpuds.codecs.base import ChunkCodec, CodecConfig, shuffle_bytes, unshuffle_bytes
 from gpuds.codecs.zstd import zstd_content_size
 from gpuds.errors import ConfigError, CorruptChunkError
+from gpuds.execution import task_threads
 
 __all__ = ["DEFAULT_LEVELS", "CpuChunkCodec", "zstd_content_size"]
 
@@ -55,7 +55,7 @@ class CpuChunkCodec(ChunkCodec):
         self.itemsize = itemsize
         self.shuffle = bool(config.shuffle) and itemsize > 1 and not spec.stores_raw
         self.level = spec.level(config.level)
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or task_threads()
 
     @cached_property
     def _compressor(self) -> Any:
