@@ -2,25 +2,28 @@
 
 For every field the output array is created with zarr-python (so its metadata is exactly what
 zarr-python writes: ``sharding_indexed`` with the codec chain inside and a ``crc32c``-protected
-index), and then gpuds writes each shard itself, whole and once: it reads the shard's samples,
-encodes all the shard's inner chunks in one batch (a thread pool on the CPU, one nvCOMP call on the
-GPU), assembles the shard (:mod:`gpuds.codecs.shard`) and writes one file. While one shard is
-encoded the next one is read. The bytes are the ones zarr-python itself writes for the same
-settings (tested byte for byte), so any reader of the codec chain opens the store.
+index), and then gpuds writes each shard itself, whole and once, in one task per shard: the task
+opens the input, reads the shard's samples, encodes all its inner chunks in one batch (a thread
+pool on the CPU, one nvCOMP call on the GPU), assembles the shard (:mod:`gpuds.codecs.shard`) and
+writes one object. The tasks run where the executor runs them (:mod:`gpuds.execution`: two at a
+time in this process, so that one shard is read while another is encoded, or on a Dask cluster);
+this process plans, creates the arrays, joins the fields' digests and commits. The bytes are the
+ones zarr-python itself writes for the same settings (tested byte for byte), so any reader of the
+codec chain opens the store, and they do not depend on where the tasks ran.
 
-``verify`` (on by default) then reads every field back with zarr-python, the reference CPU
-implementation, and compares it byte for byte with the input: the proof, at write time, that the
-store is lossless and readable without gpuds.
+``verify`` (on by default) then reads every shard back with zarr-python, the reference CPU
+implementation, and compares it byte for byte with the input (again one task per shard): the
+proof, at write time, that the store is lossless and readable without gpuds.
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import math
+import secrets
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,16 +34,20 @@ from zarr.codecs import BytesCodec
 
 from gpuds.backend import resolve
 from gpuds.chunks import FieldChunks, field_label
-from gpuds.codecs import GPU_ONLY, ChunkCodec, CodecConfig, chunk_codec, zarr_compressors
+from gpuds.codecs import GPU_ONLY, CodecConfig, chunk_codec, zarr_compressors
 from gpuds.codecs.auto import choose as choose_codec
 from gpuds.codecs.auto import choose_shuffle
 from gpuds.codecs.checksum import append_crc32c
 from gpuds.codecs.shard import shard_parts
 from gpuds.config import read_mapping
-from gpuds.errors import ConfigError, CorruptChunkError
-from gpuds.progress import NullProgress, Progress, check_cancelled
+from gpuds.digest import DigestParts, FieldDigest, piece_samples, range_digest
+from gpuds.errors import ConfigError, CorruptChunkError, StoreError
+from gpuds.execution import SchedulerSpec, open_executor, parse_scheduler
+from gpuds.progress import NullProgress, Progress
+from gpuds.storage import Location, location
 from gpuds.store import (
     FIELD_ATTR,
+    ArrayHandle,
     StoreInfo,
     StoreWriter,
     chunk_samples_for,
@@ -172,6 +179,10 @@ class _Plan:
     def path(self) -> str:
         return self.label
 
+    @property
+    def sample_nbytes(self) -> int:
+        return int(np.prod(self.source.shape[1:], dtype=np.int64)) * self.source.dtype.itemsize
+
 
 def compress(
     source: str | Path,
@@ -185,6 +196,7 @@ def compress(
     overwrite: bool = False,
     progress: Progress | None = None,
     storage_options: Mapping[str, str] | None = None,
+    scheduler: str | SchedulerSpec | None = None,
 ) -> dict[str, Any]:
     """Compress the store ``source`` into the sharded store ``out``.
 
@@ -204,15 +216,29 @@ def compress(
     verify
         Read everything back with zarr-python and compare with the input before committing.
     storage_options
-        Object-store settings for ``source`` and ``out`` (endpoint, region, credentials, ...).
+        Object-store settings for ``source`` and ``out`` (endpoint, region, credentials, ...);
+        they go to the cluster's workers too.
+    scheduler
+        Where the shards are written (a ``--scheduler`` value, :mod:`gpuds.execution`):
+        ``threads`` (this process; the default unless ``DASK_SCHEDULER_ADDRESS`` is set),
+        ``processes:N``, a Dask scheduler address or scheduler file, ``cuda``. One task per
+        shard; the output is byte for byte the same whichever is used (docs/cluster.md).
+
+    Returns
+    -------
+    dict
+        The summary: output, device, per-field sizes and ratios, the decisions taken, where the
+        work ran (``scheduler``) and the time taken.
 
     Examples
     --------
     >>> gpuds.compress("prep.zarr", "data.zarr", settings=FieldSettings(CodecConfig("lz4")))
     ... # doctest: +SKIP
+    >>> gpuds.compress("prep.zarr", "data.zarr", scheduler="processes:4")  # doctest: +SKIP
     """
     progress = progress or NullProgress()
     started = time.perf_counter()
+    spec = scheduler if isinstance(scheduler, SchedulerSpec) else parse_scheduler(scheduler)
     settings = settings or FieldSettings()
     per_field = dict(per_field or {})
     group = open_store(source, storage_options=storage_options)
@@ -244,32 +270,66 @@ def compress(
             f"({backend.reason or 'device ' + backend.name}); use --codec zstd, lz4 or gzip, "
             "which any machine can read"
         )
-    results: dict[str, dict[str, Any]] = {}
-    with StoreWriter(
-        out, overwrite=overwrite, inputs=[source], storage_options=storage_options
-    ) as writer:
+    # The output is checked (exists, overlaps the input) before a cluster is started.
+    writer = StoreWriter(out, overwrite=overwrite, inputs=[source], storage_options=storage_options)
+    # The writer is left last: on failure the executor stops first (a local cluster's workers
+    # with it), so that no task still writes into what the writer then removes.
+    with writer, open_executor(spec, progress=progress) as executor:
+        writer.check_reachable(executor)
         assert writer.group is not None
         for split in sorted({p.split for p in plans if p.split}):
             writer.group.create_group(split)
-        total_shards = sum(max(1, math.ceil(p.source.shape[0] / p.shard)) for p in plans)
-        progress.start(f"compress on {backend.name}", total_shards)
-        for plan in plans:
-            dtype = plan.source.dtype
-            codec = chunk_codec(plan.settings.codec, dtype.itemsize, backend.name, dtype)
-            results[plan.label] = _write_field(writer, plan, codec, progress)
+        inputs = location(source, storage_options)
+        identity = _identity(group)
+        run = secrets.token_hex(8)
+        arrays = [_create_array(writer, plan) for plan in plans]
+        jobs = [
+            _job(plan, array, writer.handle(array), inputs, identity, run, backend.name)
+            for plan, array in zip(plans, arrays, strict=True)
+        ]
+        runs = [_runs(plan, array) for plan, array in zip(plans, arrays, strict=True)]
+        tasks = [
+            (job, first, keys)
+            for job, field_runs in zip(jobs, runs, strict=True)
+            for first, keys in field_runs
+        ]
+        weights = [len(keys) for _, _, keys in tasks]
+        progress.start(f"compress on {backend.name}", sum(weights))
+        written = iter(
+            executor.map(
+                _write_shards,
+                tasks,
+                name="compress",
+                weights=weights,
+                progress=progress,
+                in_flight=2,  # in this process: one shard is read while another is encoded
+            )
+        )
+        results = {
+            plan.label: _finish_field(writer, plan, array, job, [next(written) for _ in field_runs])
+            for plan, array, job, field_runs in zip(plans, arrays, jobs, runs, strict=True)
+        }
         if verify:
-            progress.start("verify with zarr-python", total_shards)
-            for plan in plans:
-                _verify_field(writer, plan, progress)
+            progress.start("verify with zarr-python", sum(weights))
+            executor.map(
+                _verify_shards,
+                [(job, first, len(keys)) for job, first, keys in tasks],
+                name="verify",
+                weights=weights,
+                progress=progress,
+                in_flight=2,
+            )
         info = _store_info(
             info_in, source, plans, results, decisions, backend.name, verify, started
         )
         path = writer.commit(info)
+        where = executor.description
     logical = sum(r["logical_bytes"] for r in results.values())
     stored = sum(r["stored_bytes"] for r in results.values())
     return {
         "output": str(path),
         "device": backend.name,
+        "scheduler": where,
         "fields": results,
         "logical_bytes": logical,
         "stored_bytes": stored,
@@ -357,73 +417,107 @@ def _create_array(writer: StoreWriter, plan: _Plan) -> zarr.Array:
         )
 
 
-def _shard_regions(plan: _Plan) -> Iterator[tuple[int, int, int]]:
-    n = plan.source.shape[0]
-    for s, start in enumerate(range(0, n, plan.shard)):
-        yield s, start, min(start + plan.shard, n)
+@dataclass(frozen=True)
+class _Job:
+    """What the tasks of one field need, as plain picklable data: they run in this process or on
+    a Dask worker, and open the input and the output themselves."""
+
+    source: Location
+    """The input store (with its storage options)."""
+    identity: tuple[str, str]
+    """The input's recorded creation time and fingerprint (:func:`_input_group`)."""
+    run: str
+    """A token of this compress call: tasks of one call share an opened input."""
+    path: str
+    """The field's path, the same in the input and the output (``x`` or ``train/x``)."""
+    where: str
+    """How read errors name the input field (:func:`~gpuds.chunks.field_label`)."""
+    dtype: str
+    """The output's dtype (little-endian)."""
+    chunk: int
+    shard: int
+    codec: CodecConfig
+    device: str
+    hashed: bool
+    """Whether the tasks hash the values for the field's fingerprint."""
+    handle: ArrayHandle
 
 
-def _read(chunks: FieldChunks, start: int, stop: int) -> np.ndarray:
-    return chunks.read_range(start, stop)
+@dataclass(frozen=True)
+class _Written:
+    """What a task that wrote a run of shards returns."""
+
+    stored: int
+    digest: DigestParts | None
+    seconds: float
 
 
-def _raw_chunks(values: np.ndarray, plan: _Plan, dtype: np.dtype[Any]) -> list[np.ndarray]:
-    """The shard's stored inner chunks as raw little-endian bytes; the last is zero-padded."""
-    values = np.ascontiguousarray(values, dtype=dtype)
-    chunks = []
-    for start in range(0, len(values), plan.chunk):
-        part = values[start : start + plan.chunk]
-        if len(part) < plan.chunk:
-            padded = np.zeros((plan.chunk, *values.shape[1:]), dtype=dtype)
-            padded[: len(part)] = part
-            part = padded
-        chunks.append(part.reshape(-1).view(np.uint8))
-    return chunks
+def _identity(group: zarr.Group) -> tuple[str, str]:
+    info = read_info(group)
+    return str(info.get("created", "")), str(info.get("fingerprint", ""))
 
 
-def _write_field(
-    writer: StoreWriter, plan: _Plan, codec: ChunkCodec, progress: Progress
-) -> dict[str, Any]:
-    array = _create_array(writer, plan)
-    per_shard = plan.shard // plan.chunk
-    stored_attrs: Any = array.attrs.get(FIELD_ATTR)
-    attrs = dict(stored_attrs) if isinstance(stored_attrs, Mapping) else {}
+def _job(
+    plan: _Plan,
+    array: zarr.Array,
+    handle: ArrayHandle,
+    source: Location,
+    identity: tuple[str, str],
+    run: str,
+    device: str,
+) -> _Job:
+    stored: Any = plan.source.attrs.get(FIELD_ATTR)
+    attrs = dict(stored) if isinstance(stored, Mapping) else {}
     # Compression does not change the values, so the input's recorded fingerprint stays true
-    # (verify proves it byte for byte); a store without one, or from format 1 (whose fingerprints
-    # cover the bytes only), is hashed here.
-    keep = bool(attrs.get("fingerprint")) and plan.input_version >= 2
-    digest = None if keep else hashlib.blake2b(digest_size=16)
-    source = FieldChunks(plan.source, field_label(plan.input_path, plan.split, plan.name))
-    stored = 0
-    started = time.perf_counter()
-    regions = list(_shard_regions(plan))
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpuds-read") as reader:
-        pending: Future[np.ndarray] | None = None
-        for i, (s, start, stop) in enumerate(regions):
-            check_cancelled()
-            values = pending.result() if pending is not None else _read(source, start, stop)
-            pending = None
-            if i + 1 < len(regions):
-                _, nstart, nstop = regions[i + 1]
-                pending = reader.submit(_read, source, nstart, nstop)
-            values = np.ascontiguousarray(values, dtype=array.dtype)
-            if digest is not None:
-                digest.update(values.data.cast("B"))
-            payloads: list[bytes | None] = [
-                append_crc32c(p) for p in codec.encode(_raw_chunks(values, plan, array.dtype))
-            ]
-            payloads += [None] * (per_shard - len(payloads))
-            key = array.metadata.encode_chunk_key((s,) + (0,) * (array.ndim - 1))
-            stored += writer.write_object(f"{plan.path}/{key}", shard_parts(payloads))
-            progress.advance(1)
-    seconds = time.perf_counter() - started
-    fingerprint = writer.finish_field(
-        array,
-        attrs["fingerprint"]
-        if digest is None
-        else field_fingerprint(digest.digest(), array.dtype, array.shape),
+    # (verify proves it byte for byte); a store without one, or from a format before 3 (whose
+    # fingerprints hash the data otherwise), is hashed here.
+    keep = bool(attrs.get("fingerprint")) and plan.input_version >= 3
+    return _Job(
+        source=source,
+        identity=identity,
+        run=run,
+        path=plan.path,
+        where=field_label(plan.input_path, plan.split, plan.name),
+        dtype=np.dtype(array.dtype).str,
+        chunk=plan.chunk,
+        shard=plan.shard,
+        codec=plan.settings.codec,
+        device=device,
+        hashed=not keep,
+        handle=handle,
     )
+
+
+def _runs(plan: _Plan, array: zarr.Array) -> list[tuple[int, tuple[str, ...]]]:
+    """The field's tasks: ``(first shard, keys of the shards)`` each.
+
+    One shard a task, but shards smaller than a digest piece (``--shard-mb`` below 1 MiB) go
+    by a piece's worth: shards and pieces are both powers of two samples, so every task then
+    hashes whole pieces and returns their 16-byte digests, not raw bytes for this process to
+    hold until the field is done.
+    """
+    count = math.ceil(plan.source.shape[0] / plan.shard)
+    per_task = max(1, piece_samples(plan.sample_nbytes) // plan.shard)
+    keys = [array.metadata.encode_chunk_key((s,) + (0,) * (array.ndim - 1)) for s in range(count)]
+    return [(s, tuple(keys[s : s + per_task])) for s in range(0, count, per_task)]
+
+
+def _finish_field(
+    writer: StoreWriter, plan: _Plan, array: zarr.Array, job: _Job, written: list[_Written]
+) -> dict[str, Any]:
+    """Finish the field from its tasks' results: its fingerprint and its summary."""
+    if job.hashed:
+        digest = FieldDigest(int(array.shape[0]), plan.sample_nbytes)
+        for part in written:
+            assert part.digest is not None
+            digest.add(part.digest)
+        fingerprint = field_fingerprint(digest.digest(), array.dtype, array.shape)
+    else:
+        kept: Any = array.attrs.get(FIELD_ATTR)
+        fingerprint = str(kept["fingerprint"])
+    writer.finish_field(array, fingerprint)
     logical = int(array.nbytes)
+    stored = sum(w.stored for w in written)
     return {
         "codec": plan.settings.to_dict(),
         "chunks": [plan.chunk, *array.shape[1:]],
@@ -432,43 +526,115 @@ def _write_field(
         "logical_bytes": logical,
         "stored_bytes": stored,
         "ratio": round(logical / stored, 4) if stored else None,
-        "seconds": round(seconds, 4),
+        # Time spent in its tasks, added up: they may have run side by side.
+        "seconds": round(sum(w.seconds for w in written), 4),
         "fingerprint": fingerprint,
     }
+
+
+@functools.lru_cache(maxsize=8)
+def _input_group(source: Location, identity: tuple[str, str], run: str) -> zarr.Group:
+    """The input store, opened and checked once per process and run (``run``: a token of the
+    compress call): a cluster's worker runs many tasks, and the next run opens it anew.
+    ``identity`` must match what the client saw."""
+    group = open_store(source)
+    if _identity(group) != identity:
+        raise StoreError(
+            f"{source}: the store found there is not the one compress started with (replaced "
+            "meanwhile, or the workers see another copy of it); rerun on an unchanged input"
+        )
+    return group
+
+
+def _input_chunks(job: _Job) -> FieldChunks:
+    array = _input_group(job.source, job.identity, job.run)[job.path]
+    assert isinstance(array, zarr.Array)  # the client found an array there, in the same store
+    return FieldChunks(array, job.where)
+
+
+def _raw_chunks(values: np.ndarray, chunk: int) -> list[np.ndarray]:
+    """The shard's stored inner chunks as raw bytes; the last is zero-padded."""
+    chunks = []
+    for start in range(0, len(values), chunk):
+        part = values[start : start + chunk]
+        if len(part) < chunk:
+            padded = np.zeros((chunk, *values.shape[1:]), dtype=values.dtype)
+            padded[: len(part)] = part
+            part = padded
+        chunks.append(part.reshape(-1).view(np.uint8))
+    return chunks
+
+
+def _write_shards(job: _Job, first: int, keys: tuple[str, ...]) -> _Written:
+    """A task: read, encode and write the shards ``first, first + 1, ...`` (stored as ``keys``)
+    of a field; hash their values when the fingerprint is computed here."""
+    started = time.perf_counter()
+    source = _input_chunks(job)
+    try:
+        start = first * job.shard
+        stop = min(start + len(keys) * job.shard, source.length)
+        values = np.ascontiguousarray(source.read_range(start, stop), dtype=job.dtype)
+    finally:
+        source.close()
+    digest = range_digest(values, start, source.length) if job.hashed else None
+    dtype = np.dtype(job.dtype)
+    codec = chunk_codec(job.codec, dtype.itemsize, job.device, dtype)
+    per_shard = job.shard // job.chunk
+    stored = 0
+    for i, key in enumerate(keys):
+        rows = values[i * job.shard : (i + 1) * job.shard]
+        payloads: list[bytes | None] = [
+            append_crc32c(p) for p in codec.encode(_raw_chunks(rows, job.chunk))
+        ]
+        payloads += [None] * (per_shard - len(payloads))
+        stored += job.handle.write_object(key, shard_parts(payloads))
+    return _Written(stored, digest, time.perf_counter() - started)
+
+
+def _written_array(handle: ArrayHandle) -> zarr.Array:
+    """The field as written, for plain zarr-python to read: a local partial store is opened
+    from its folder (its metadata as written); an object store's metadata is held back until the
+    commit, so there the written objects are read with the metadata the handle carries."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numcodecs.* codecs are flagged as outside the spec
+        if handle.root.is_local:
+            return zarr.open_array(str(handle.root.path), path=handle.path, mode="r")
+        return handle.open()
+
+
+def _verify_shards(job: _Job, first: int, count: int) -> None:
+    """A task: read shards ``first .. first + count - 1`` back with plain zarr-python and
+    compare them byte for byte with the input."""
+    written = _written_array(job.handle)
+    source = _input_chunks(job)
+    label = job.path
+    try:
+        for s in range(first, first + count):
+            start, stop = s * job.shard, min((s + 1) * job.shard, source.length)
+            expected = source.read_range(start, stop)
+            try:
+                actual = np.ascontiguousarray(written[start:stop])
+            except Exception as e:  # any decode failure means the shard we wrote is unreadable
+                raise CorruptChunkError(
+                    f"verify: field {label} shard {s} does not decode with zarr-python ({e})"
+                ) from e
+            if (
+                actual.shape != expected.shape
+                or actual.view(np.uint8).tobytes()
+                != expected.astype(actual.dtype, copy=False).view(np.uint8).tobytes()
+            ):
+                raise CorruptChunkError(
+                    f"verify: field {label} shard {s} decodes to different values than the "
+                    "input; nothing was written"
+                )
+    finally:
+        source.close()
 
 
 def _chain(array: zarr.Array) -> list[dict[str, Any]]:
     from gpuds.inspection import codec_chain
 
     return codec_chain(array)
-
-
-def _verify_field(writer: StoreWriter, plan: _Plan, progress: Progress) -> None:
-    """Read the written field with plain zarr-python and compare it byte for byte."""
-    assert writer.group is not None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        written = zarr.open_array(writer.group.store, path=plan.path, mode="r")
-    source = FieldChunks(plan.source, field_label(plan.input_path, plan.split, plan.name))
-    for s, start, stop in _shard_regions(plan):
-        check_cancelled()
-        expected = source.read_range(start, stop)
-        try:
-            actual = np.ascontiguousarray(written[start:stop])
-        except Exception as e:  # any decode failure means the shard we wrote is unreadable
-            raise CorruptChunkError(
-                f"verify: field {plan.label} shard {s} does not decode with zarr-python ({e})"
-            ) from e
-        if (
-            actual.shape != expected.shape
-            or actual.view(np.uint8).tobytes()
-            != expected.astype(actual.dtype, copy=False).view(np.uint8).tobytes()
-        ):
-            raise CorruptChunkError(
-                f"verify: field {plan.label} shard {s} decodes to different values than the "
-                "input; nothing was written"
-            )
-        progress.advance(1)
 
 
 def _store_info(
