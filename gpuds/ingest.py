@@ -1,33 +1,44 @@
 """The ingest stage: raw sources in, one chunked Zarr v3 store out.
 
-Sources are opened (and their headers validated) before anything is written. Their fields are
-then read block by block in lockstep and appended to the store, so memory stays bounded by one
-block per source plus one chunk per field, whatever the input size.
+Sources are opened (and their headers validated) before anything is written. A source that reads
+any range of samples on its own (NumPy files, image folders, HDF5 files, Zarr stores) is then cut
+into blocks whose bounds fall on every field's chunk bounds, one task per block: it reads the
+block, writes its chunks and hashes it, wherever the executor runs tasks (docs/cluster.md). The
+other sources (tables, compressed ``.npz`` members, ``--skip-bad``) are read front to back on the
+client, block by block in lockstep, and appended to the store. Either way memory stays bounded by
+one block per source plus one chunk per field whatever the input size, and the store holds the
+same bytes.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from gpuds.errors import SourceError
+from gpuds.digest import DigestParts, FieldDigest, range_digest
+from gpuds.errors import SourceError, StoreError
+from gpuds.execution import Executor, SchedulerSpec, open_executor
 from gpuds.progress import NullProgress, Progress, check_cancelled
 from gpuds.sources import ReadOptions, Source, open_source
 from gpuds.storage import Location, is_url, location
 from gpuds.store import (
     DEFAULT_CHUNK_MB,
+    ArrayHandle,
     FieldWriter,
     StoreInfo,
     StoreWriter,
     chunk_samples,
     chunk_samples_for,
+    field_fingerprint,
     stage_entry,
 )
 
@@ -58,11 +69,13 @@ def ingest(
     progress: Progress | None = None,
     block_mb: float = BLOCK_MB,
     storage_options: Mapping[str, str] | None = None,
+    scheduler: str | SchedulerSpec | None = None,
 ) -> dict[str, Any]:
     """Read ``sources`` into a new store at ``out``; return a JSON-safe summary.
 
     The summary's ``sources`` holds what the store records about each source: for a table, its
-    rows, fields by kind and (CSV) the layout read with the reason for each guess.
+    rows, fields by kind and (CSV) the layout read with the reason for each guess; ``scheduler``
+    says where the work ran (the store does not record it: it is the same whatever ran it).
 
     Parameters
     ----------
@@ -82,8 +95,18 @@ def ingest(
         Target chunk size in MiB (see :func:`gpuds.store.chunk_samples`).
     overwrite
         Replace an existing store at ``out``.
+    progress
+        Receives the progress of the work and the notes (:class:`gpuds.progress.Progress`).
+    block_mb
+        Target size in MiB of one block of samples read at once (all fields together): a task's
+        share of the work, and what memory holds per source.
     storage_options
         Object-store settings for the URLs (endpoint, region, credentials, ...).
+    scheduler
+        Where the blocks are read and written: ``threads`` (this process, the default),
+        ``processes:N``, a Dask scheduler address or scheduler file, or ``cuda``
+        (:func:`gpuds.execution.parse_scheduler`, docs/cluster.md). Sources that are read in one
+        stream (tables, ``--skip-bad``) are read here, on the client, whatever it is.
 
     Examples
     --------
@@ -113,14 +136,17 @@ def ingest(
             )
         _check_compatible(opened)
         length = opened[0].length
-        writer = stack.enter_context(
-            StoreWriter(
-                out,
-                overwrite=overwrite,
-                inputs=[p if isinstance(p, Location) else p.absolute() for p in paths],
-                storage_options=storage_options,
-            )
+        writer = StoreWriter(
+            out,
+            overwrite=overwrite,
+            inputs=[p if isinstance(p, Location) else p.absolute() for p in paths],
+            storage_options=storage_options,
         )
+        stack.enter_context(writer)
+        # Opened after the writer, so closed before it discards a failed run's partial store: a
+        # local cluster's workers are then stopped, even those still running a cancelled task.
+        executor = stack.enter_context(open_executor(scheduler, progress=progress))
+        writer.check_reachable(executor)
         fields: dict[str, FieldWriter] = {}
         kinds: dict[str, str] = {}
         for src in opened:
@@ -135,13 +161,9 @@ def ingest(
                     kind=spec.kind,
                     attrs=spec.attrs,
                 )
-        block = _block_samples(opened, block_mb)
-        progress.start(f"ingest → {writer.name}", length)
-        count = _copy(opened, fields, block, progress)
+        count = _write(opened, fields, writer, executor, length, block_mb, progress)
         if count == 0:
             raise SourceError(f"{paths[0]}: no samples to ingest")
-        for f in fields.values():
-            f.finish()
         settings = {
             "format": fmt,
             "options": options.to_dict(),
@@ -174,6 +196,7 @@ def ingest(
         "skipped": info.skipped,
         "ignored_files": info.ignored_files,
         "notes": notes,
+        "scheduler": executor.description,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
@@ -224,6 +247,163 @@ def _check_compatible(opened: Sequence[Source]) -> None:
                 f"sources hold different numbers of samples: {first.path} has {first.length}, "
                 f"{src.path} has {src.length}; combined sources must align sample by sample"
             )
+
+
+def _write(
+    opened: Sequence[Source],
+    fields: dict[str, FieldWriter],
+    writer: StoreWriter,
+    executor: Executor,
+    length: int,
+    block_mb: float,
+    progress: Progress,
+) -> int:
+    """Write every field, finished; return the number of samples written."""
+    split = [src for src in opened if src.stream_only() is None]
+    streamed = [src for src in opened if src.stream_only() is not None]
+    if executor.distributed:
+        for src in streamed:
+            progress.note(f"{src.path} is read on the client: {src.stream_only()}")
+    progress.start(f"ingest → {writer.name}", length)
+    if split:
+        _write_blocks(split, fields, writer, executor, length, block_mb, progress)
+    if not streamed:
+        return length
+    if split:
+        names = ", ".join(str(src.path) for src in streamed)
+        progress.start(f"ingest → {writer.name}: {names} on the client", length)
+    mine = {spec.name: fields[spec.name] for src in streamed for spec in src.fields}
+    count = _copy(streamed, mine, _block_samples(streamed, block_mb), progress)
+    if split and count != length:
+        raise SourceError(
+            f"{streamed[0].path} gave {count} samples where it declared {length}; the sources "
+            "must align sample by sample (was it changed while it was being read?)"
+        )
+    for field in mine.values():
+        field.finish()
+    return count
+
+
+def _write_blocks(
+    sources: Sequence[Source],
+    fields: dict[str, FieldWriter],
+    writer: StoreWriter,
+    executor: Executor,
+    length: int,
+    block_mb: float,
+    progress: Progress,
+) -> None:
+    """Write the fields of ``sources`` (which read any range of samples) by blocks, one task
+    each, and finish them."""
+    names = [spec.name for src in sources for spec in src.fields]
+    # At least a chunk of the field of the largest samples, which the workers must write (a
+    # --chunk-mb larger than the block would otherwise send it all back here).
+    heaviest = max(names, key=lambda name: _sample_nbytes(fields[name].array), default=None)
+    block = max(_block_samples(sources, block_mb), fields[heaviest].chunk if heaviest else 1)
+    # Chunks and blocks hold powers of two samples, so a block is a multiple of every chunk not
+    # longer than it: the tasks write those chunks, no two tasks the same one. A field whose
+    # chunk spans blocks (labels beside images) holds less than a chunk a block: the tasks hand
+    # its samples back and this process appends them, in order.
+    handles = {n: writer.handle(fields[n].array) for n in names if fields[n].chunk <= block}
+    bounds = [(start, min(start + block, length)) for start in range(0, length, block)]
+    tasks = [
+        ([_part(src, start, stop, executor) for src in sources], handles, start, stop, length)
+        for start, stop in bounds
+    ]
+    digests = {name: FieldDigest(length, _sample_nbytes(fields[name].array)) for name in handles}
+
+    def merge(_: int, done: _Written) -> None:
+        # In sample order, as the sources' facts and the appended samples must come.
+        for src, facts in zip(sources, done.facts, strict=True):
+            src.learn(facts)
+        for name, parts in done.digests.items():
+            digests[name].add(parts)
+        for name, values in done.values.items():
+            fields[name].append(values)
+
+    executor.map(
+        _write_block,
+        tasks,
+        name="ingest",
+        weights=[stop - start for start, stop in bounds],
+        progress=progress,
+        in_flight=1,  # each task holds a block: one at a time in this process, as a stream does
+        consume=merge,
+    )
+    for name in names:
+        if name not in handles:
+            fields[name].finish()
+            continue
+        array = fields[name].array
+        digest = digests[name].digest()
+        writer.finish_field(array, field_fingerprint(digest, array.dtype, array.shape))
+
+
+def _sample_nbytes(array: Any) -> int:
+    return int(array.dtype.itemsize * math.prod(array.shape[1:]))
+
+
+def _part(src: Source, start: int, stop: int, executor: Executor) -> Source:
+    part = src.part(start, stop)
+    if executor.distributed and isinstance(part.path, Path):
+        # Workers need not share this process's working folder; messages then name the file by
+        # the absolute path, which is what a worker on another machine had to find.
+        part.path = part.path.absolute()
+    return part
+
+
+@dataclass
+class _Written:
+    """What a task that wrote one block hands back."""
+
+    digests: dict[str, DigestParts]
+    """The digest parts of the fields it wrote."""
+    values: dict[str, np.ndarray]
+    """The samples of the fields it did not write (their chunks span blocks)."""
+    facts: list[Any]
+    """Each source's :attr:`~gpuds.sources.Samples.facts`, in the order of the sources."""
+
+
+def _write_block(
+    parts: Sequence[Source],
+    handles: Mapping[str, ArrayHandle],
+    start: int,
+    stop: int,
+    length: int,
+) -> _Written:
+    """The task of one block: read samples ``[start, stop)`` of every source, write those of the
+    fields in ``handles`` to the store (whole chunks) and hash them."""
+    values: dict[str, np.ndarray] = {}
+    facts = []
+    for part in parts:
+        if isinstance(part.path, Path) and not part.path.exists():
+            raise SourceError(
+                f"{part.path}: no such file or folder on {socket.gethostname()}, where a task "
+                "reading it ran; on a cluster every worker must see the sources at the same "
+                "path (a shared filesystem), or read them from an object-store URL"
+            )
+        with part:
+            samples = part.read(start, stop)
+        for name, data in samples.values.items():
+            if len(data) != stop - start:
+                raise SourceError(
+                    f"{part.path}: read {len(data)} samples of {name!r} where {stop - start} "
+                    f"were asked ({start}:{stop}); was it changed while it was being read?"
+                )
+        values.update(samples.values)
+        facts.append(samples.facts)
+    digests = {}
+    for name, handle in handles.items():
+        check_cancelled()
+        array = handle.open()
+        data = np.ascontiguousarray(values.pop(name), dtype=array.dtype)
+        if data.shape[1:] != array.shape[1:]:
+            raise StoreError(
+                f"field {name!r}: expected samples of shape {array.shape[1:]}, got {data.shape[1:]}"
+            )
+        array[start:stop] = data
+        digests[name] = range_digest(data, start, length)
+    return _Written(digests, values, facts)
 
 
 def _copy(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from gpuds.errors import SourceError
-from gpuds.sources.base import FieldSpec, ReadOptions, Source
+from gpuds.sources.base import FieldSpec, ReadOptions, Samples, Source
 from gpuds.storage import Location
 
 # A compressed table keeps its inner suffix: t.csv.gz, t.tsv.zst (the CSV reader decompresses).
@@ -30,6 +30,7 @@ __all__ = [
     "FieldSpec",
     "ReadOptions",
     "Reader",
+    "Samples",
     "Source",
     "detect_format",
     "open_source",

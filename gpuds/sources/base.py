@@ -8,12 +8,19 @@ vocabularies, skipped files) goes in :meth:`Source.metadata`, which is JSON-safe
 the blocks are exhausted. A reader with one field per array of its input (HDF5 datasets, Zarr
 arrays) builds on :class:`ArraysSource`, which selects, checks and streams the arrays.
 
+A reader that can also read any range of samples on its own (:meth:`Source.stream_only` is None)
+lets ingest spread the ranges over workers: :meth:`Source.part` is what one task takes (a copy
+holding no open file, picklable), :meth:`Source.read` reads its range, and :meth:`Source.learn`
+gives what reading each range taught back to the source the stage holds, range by range in
+sample order.
+
 A new reader is one module in ``gpuds/sources/`` plus one line in ``gpuds/sources/__init__.py``
 (docs/DEVELOPING.md).
 """
 
 from __future__ import annotations
 
+import copy
 import re
 import typing
 from abc import ABC, abstractmethod
@@ -36,6 +43,7 @@ __all__ = [
     "FieldSpec",
     "Member",
     "ReadOptions",
+    "Samples",
     "Source",
     "check_field_name",
     "common_length",
@@ -232,6 +240,16 @@ def _is_size(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+@dataclass
+class Samples:
+    """Samples ``[start, stop)`` of every field of a source (:meth:`Source.read`)."""
+
+    values: dict[str, np.ndarray]
+    facts: Any = None
+    """What reading them taught the source (conversions counted, checksums of the bytes read),
+    for :meth:`Source.learn`; picklable. None when there is nothing to learn."""
+
+
 class Source(ABC):
     """One raw input, read as aligned fields of equal length along axis 0."""
 
@@ -256,6 +274,34 @@ class Source(ABC):
     @abstractmethod
     def blocks(self, max_samples: int) -> Iterator[dict[str, np.ndarray]]:
         """Yield consecutive blocks of at most ``max_samples`` samples, one array per field."""
+
+    def stream_only(self) -> str | None:
+        """Why this source is read front to back, by :meth:`blocks` in one process (a phrase
+        for the note that says so), or None when :meth:`read` reads any range of samples, in
+        any process that sees the input."""
+        return f"a {self.format} source is read in one stream"
+
+    def part(self, start: int, stop: int) -> Source:
+        """This source as a task reading samples ``[start, stop)`` takes it, in this process or
+        pickled to another: a copy without open files (its :meth:`read` opens what it needs,
+        the task closes it) carrying what that range needs.
+
+        The copy goes through ``__getstate__``, where a reader of ranges drops its open files.
+        """
+        return copy.copy(self)
+
+    def read(self, start: int, stop: int) -> Samples:
+        """Samples ``[start, stop)`` of every field, for a source whose :meth:`stream_only` is
+        None. It leaves the source as it was: what reading taught comes back in
+        :attr:`Samples.facts`."""
+        raise NotImplementedError(
+            f"{type(self).__name__} is read in one stream: {self.stream_only()}"
+        )
+
+    def learn(self, facts: Any) -> None:  # noqa: B027 - most readers learn nothing from reading
+        """Take in the :attr:`Samples.facts` of one range. Given those of every range, in sample
+        order, :meth:`metadata`, :meth:`describe` and :meth:`notes` are complete as after
+        :meth:`blocks`; a problem only the whole input shows (a checksum) is raised here."""
 
     def metadata(self) -> dict[str, Any]:
         """JSON-safe facts for the store's attributes; complete after :meth:`blocks` ends."""
@@ -302,10 +348,11 @@ class Member:
 class ArraysSource(Source):
     """A reader with one field per array of its input (HDF5 datasets, Zarr arrays).
 
-    A subclass finds the arrays, hands them to :meth:`_take` by field name and reads samples of
-    one (:meth:`_read`). This class selects the fields (``--fields``), refuses the arrays that
+    A subclass finds the arrays, hands them to :meth:`_take` by field name, reads samples of one
+    (:meth:`_read`, through :meth:`_array`) and opens them again by their location in a copy
+    (:meth:`_reopen`). This class selects the fields (``--fields``), refuses the arrays that
     cannot be read and the names that cannot be fields, checks that the arrays share their
-    length, and yields the blocks.
+    length, and reads blocks and ranges.
     """
 
     what: ClassVar[str] = "arrays"
@@ -348,6 +395,21 @@ class ArraysSource(Source):
     def _read(self, spec: FieldSpec, start: int, stop: int) -> np.ndarray:
         """Samples ``[start, stop)`` of the field ``spec``, in its dtype."""
 
+    @abstractmethod
+    def _reopen(self) -> dict[str, Any]:
+        """The arrays of the fields again, by their locations (in a copy that was pickled)."""
+
+    def _array(self, name: str) -> Any:
+        """The array of the field ``name``, opened again first in a copy."""
+        if not self._arrays:
+            self._arrays = self._reopen()
+        return self._arrays[name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_arrays"] = {}  # open files: a copy opens them again when it reads
+        return state
+
     @property
     def fields(self) -> list[FieldSpec]:
         return list(self._specs)
@@ -356,10 +418,17 @@ class ArraysSource(Source):
     def length(self) -> int:
         return self._length
 
+    def stream_only(self) -> str | None:
+        if self.copied:
+            return "it is read from a temporary local copy, which only this machine has"
+        return None
+
+    def read(self, start: int, stop: int) -> Samples:
+        return Samples({spec.name: self._read(spec, start, stop) for spec in self._specs})
+
     def blocks(self, max_samples: int) -> Iterator[dict[str, np.ndarray]]:
         for start in range(0, self._length, max_samples):
-            stop = min(start + max_samples, self._length)
-            yield {spec.name: self._read(spec, start, stop) for spec in self._specs}
+            yield self.read(start, min(start + max_samples, self._length)).values
 
 
 WHITESPACE = "whitespace"

@@ -151,19 +151,20 @@ class Hdf5Source(ArraysSource):
     def __init__(self, path: Path, options: ReadOptions) -> None:
         super().__init__(path, options)
         try:
-            self._file = h5py.File(path, "r")
+            file = h5py.File(path, "r")
         except OSError as e:
             raise SourceError(f"{path}: not a readable HDF5 file ({e})") from e
+        self._file: h5py.File | None = file
         try:
-            self._open(path)
+            self._open(path, file)
         except BaseException:
-            self._file.close()
+            file.close()
             raise
 
-    def _open(self, path: Path) -> None:
+    def _open(self, path: Path, file: h5py.File) -> None:
         members: dict[str, Member] = {}
         try:
-            for hdf5_path, member in _walk(self._file, "", {self._file.id: "/"}):
+            for hdf5_path, member in _walk(file, "", {file.id: "/"}):
                 name = hdf5_path.lstrip("/").replace("/", ".")
                 if name in members:
                     other = members[name].location
@@ -187,11 +188,24 @@ class Hdf5Source(ArraysSource):
             spec, attrs={"enum": {str(k): int(v) for k, v in enum.items()}} if enum else {}
         )
 
+    def _reopen(self) -> dict[str, Any]:
+        try:
+            self._file = file = h5py.File(self.path, "r")
+            return {name: file[where] for name, where in self._locations.items()}
+        except (OSError, KeyError) as e:
+            raise SourceError(
+                f"{self.path}: cannot open the HDF5 file again ({e}); was it changed while it "
+                "was being read?"
+            ) from e
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_file": None}
+
     def _read(self, spec: FieldSpec, start: int, stop: int) -> np.ndarray:
         out = np.empty((stop - start, *spec.sample_shape), dtype=spec.dtype)
         try:
             # HDF5 converts byte order and enum types while copying into `out`.
-            self._arrays[spec.name].read_direct(out, np.s_[start:stop])
+            self._array(spec.name).read_direct(out, np.s_[start:stop])
         except OSError as e:
             raise SourceError(
                 f"{self.path}: cannot read dataset {self._locations[spec.name]} samples "
@@ -204,4 +218,5 @@ class Hdf5Source(ArraysSource):
         return {"datasets": dict(self._locations)}
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()

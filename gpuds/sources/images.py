@@ -92,11 +92,14 @@ with ``skip_bad``. A multi-frame file is not a bad file: ``skip_bad`` does not s
 
 The files of one block are decoded by a thread pool (Pillow releases the GIL while decoding and
 resizing), the frames of one file in order by one thread; the order is kept and memory holds one
-block.
+block. Without ``skip_bad`` any range of samples can also be read on its own
+(:meth:`ImageFolderSource.read`), which is how ingest spreads a folder over the workers of a
+cluster; the conversions counted come back with the pixels (:meth:`ImageFolderSource.learn`).
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import re
@@ -111,7 +114,8 @@ import numpy as np
 from PIL import Image, TiffImagePlugin
 
 from gpuds.errors import ConfigError, SourceError
-from gpuds.sources.base import FieldSpec, ReadOptions, Source, select_fields
+from gpuds.execution import task_threads
+from gpuds.sources.base import FieldSpec, ReadOptions, Samples, Source, select_fields
 from gpuds.storage import Location
 
 __all__ = ["FRAMES", "IMAGE_SUFFIXES", "MODES", "ImageFolderSource"]
@@ -182,6 +186,15 @@ class _Conversion:
     drops: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class _Learned:
+    """What decoding a range of samples taught (:meth:`ImageFolderSource.learn`)."""
+
+    decoded: int
+    conversions: list[tuple[_Conversion, str, int]]
+    """Each conversion met, in the order met: the first sample it was met at, and how many."""
+
+
 class ImageFolderSource(Source):
     """A folder of images, flat or with one subfolder per class (see the module docstring).
 
@@ -216,6 +229,7 @@ class ImageFolderSource(Source):
         self._multi_frame: list[dict[str, Any]] = []
         self._conversions: dict[_Conversion, dict[str, Any]] = {}
         self._decoded = 0
+        self._first = 0  # the sample of _entries[0] (a part holds the files of its range)
         candidates = self._find_files()
         self._entries = self._scan_headers(candidates)
         self._candidates = len(candidates)
@@ -247,18 +261,10 @@ class ImageFolderSource(Source):
         self._decoded = 0
         if not self._selected:
             return
-        workers = max(1, min(max_samples, os.cpu_count() or 1))
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with _pool(max_samples) as pool:
             for start in range(0, len(self._entries), max_samples):
                 entries = self._entries[start : start + max_samples]
-                images = np.empty(
-                    (len(entries), self._height, self._width, self._channels), dtype=np.uint8
-                )
-                runs = _runs(entries)
-                results = pool.map(
-                    self._decode_run, [entries[r] for r in runs], [images[r] for r in runs]
-                )
-                outcomes = [outcome for run in results for outcome in run]
+                images, outcomes = self._decode(entries, pool)
                 keep = []
                 for i, (entry, outcome) in enumerate(zip(entries, outcomes, strict=True)):
                     if isinstance(outcome, str):
@@ -266,21 +272,69 @@ class ImageFolderSource(Source):
                         continue
                     keep.append(i)
                     if outcome is not None:
-                        self._count(outcome, entry)
+                        self._count(outcome, entry.name)
                 if not keep:
                     continue
-                block: dict[str, np.ndarray] = {}
-                for name in self._selected:
-                    if name == "images":
-                        block[name] = images if len(keep) == len(entries) else images[keep]
-                    else:
-                        block[name] = np.array([entries[i].label for i in keep], dtype=np.int64)
+                kept = images if len(keep) == len(entries) else images[keep]
                 self._decoded += len(keep)
-                yield block
+                yield self._block(kept, [entries[i] for i in keep])
         if self._decoded == 0:
             raise SourceError(
                 f"{self.path}: none of the {self._candidates} image files could be read"
             )
+
+    def stream_only(self) -> str | None:
+        if self.options.skip_bad:
+            return "with --skip-bad, how many samples it holds is known only once all are read"
+        return None
+
+    def part(self, start: int, stop: int) -> ImageFolderSource:
+        # The files of the range only: a task is sent its own share of a long list.
+        twin = copy.copy(self)
+        twin._entries = self._entries[start - self._first : stop - self._first]
+        twin._first = start
+        twin._ignored, twin._multi_frame, twin._scan_skipped = [], [], []
+        twin._conversions = {}
+        return twin
+
+    def read(self, start: int, stop: int) -> Samples:
+        entries = self._entries[start - self._first : stop - self._first]
+        if not self._selected:
+            return Samples({})
+        with _pool(len(entries)) as pool:
+            images, outcomes = self._decode(entries, pool)
+        conversions: dict[_Conversion, list[Any]] = {}
+        for entry, outcome in zip(entries, outcomes, strict=True):
+            if isinstance(outcome, str):
+                raise self._unreadable(entry, outcome)
+            if outcome is not None:
+                conversions.setdefault(outcome, [entry.name, 0])[1] += 1
+        learned = _Learned(len(entries), [(c, first, n) for c, (first, n) in conversions.items()])
+        return Samples(self._block(images, entries), learned)
+
+    def learn(self, facts: Any) -> None:
+        assert isinstance(facts, _Learned)
+        self._decoded += facts.decoded
+        for conversion, first, count in facts.conversions:
+            self._count(conversion, first, count)
+
+    def _decode(
+        self, entries: list[_Entry], pool: ThreadPoolExecutor
+    ) -> tuple[np.ndarray, list[str | _Conversion | None]]:
+        """The pixels of ``entries`` and each one's outcome (:meth:`_decode_run`)."""
+        images = np.empty((len(entries), self._height, self._width, self._channels), np.uint8)
+        runs = _runs(entries)
+        results = pool.map(self._decode_run, [entries[r] for r in runs], [images[r] for r in runs])
+        return images, [outcome for run in results for outcome in run]
+
+    def _block(self, images: np.ndarray, entries: list[_Entry]) -> dict[str, np.ndarray]:
+        block: dict[str, np.ndarray] = {}
+        for name in self._selected:
+            if name == "images":
+                block[name] = images
+            else:
+                block[name] = np.array([entry.label for entry in entries], dtype=np.int64)
+        return block
 
     def metadata(self) -> dict[str, Any]:
         meta: dict[str, Any] = {}
@@ -402,16 +456,19 @@ class ImageFolderSource(Source):
 
     def _bad(self, entry: _Entry, error: str, *, at_scan: bool = False) -> None:
         if not self.options.skip_bad:
-            raise SourceError(
-                f"{self.path / entry.name}: cannot read the image: {error}; fix or remove the "
-                "file, or pass --skip-bad to skip bad files"
-            )
+            raise self._unreadable(entry, error)
         record: dict[str, Any] = {"path": entry.rel, "error": error}
         if entry.frame is not None:
             record["frame"] = entry.frame
         (self._scan_skipped if at_scan else self._decode_skipped).append(record)
 
-    def _count(self, conversion: _Conversion, entry: _Entry) -> None:
+    def _unreadable(self, entry: _Entry, error: str) -> SourceError:
+        return SourceError(
+            f"{self.path / entry.name}: cannot read the image: {error}; fix or remove the "
+            "file, or pass --skip-bad to skip bad files"
+        )
+
+    def _count(self, conversion: _Conversion, first: str, images: int = 1) -> None:
         record = self._conversions.setdefault(
             conversion,
             {
@@ -419,10 +476,10 @@ class ImageFolderSource(Source):
                 "to": self.options.mode,
                 "images": 0,
                 "drops": list(conversion.drops),
-                "first": entry.name,
+                "first": first,
             },
         )
-        record["images"] += 1
+        record["images"] += images
 
     def _decode_run(self, entries: list[_Entry], out: np.ndarray) -> list[str | _Conversion | None]:
         """Decode consecutive samples of one file into ``out`` (N, H, W, C), opening it once.
@@ -461,6 +518,11 @@ class ImageFolderSource(Source):
         except Exception as e:  # Pillow raises many exception types on corrupt data
             return _reason(e)
         return conversion
+
+
+def _pool(files: int) -> ThreadPoolExecutor:
+    """Threads that decode ``files`` files at once (Pillow releases the GIL while decoding)."""
+    return ThreadPoolExecutor(max_workers=max(1, min(files, task_threads())))
 
 
 def _parse_mode(mode: str) -> int:

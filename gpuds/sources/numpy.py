@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from gpuds.errors import SourceError
 from gpuds.sources.base import (
     FieldSpec,
     ReadOptions,
+    Samples,
     Source,
     check_field_name,
     common_length,
@@ -30,10 +33,11 @@ from gpuds.sources.base import (
 )
 from gpuds.storage import Location
 
-__all__ = ["NpySource", "NpzSource"]
+__all__ = ["NpySource", "NpzSource", "crc32_combine"]
 
 _MAGIC = b"\x93NUMPY"
 _ZIP_MAGIC = b"PK\x03\x04"
+_LOCAL_HEADER_SIZE = 30  # a zip member's local file header before its name and extra field
 # NumPy's own limit (np.lib.format's max_header_size): headers it writes are far smaller.
 _MAX_HEADER = 10_000
 
@@ -152,40 +156,42 @@ class NpySource(Source):
 
     def __init__(self, path: Path | Location, options: ReadOptions) -> None:
         super().__init__(path, options)
-        self._remote: _Header | None = None
         try:
             size = path.size() if isinstance(path, Location) else path.stat().st_size
             with path.open("rb") as fh:
-                header = _read_header(fh, size or 0, str(path), "file")
-            if header.data_nbytes == 0:
-                self._array: np.ndarray = np.empty(header.shape, dtype=header.dtype)
-            elif isinstance(path, Location):
-                # Read by ranged requests, block by block (nothing is downloaded whole).
-                if header.fortran and len(header.shape) > 1:
-                    raise SourceError(
-                        f"{path}: a Fortran-ordered array is read from local files only; save "
-                        "it C-ordered (np.ascontiguousarray) or copy it locally"
-                    )
-                self._remote = header
-                self._array = np.empty((0, *header.shape[1:]), dtype=header.dtype)
-            else:
-                self._array = np.memmap(
-                    path,
-                    dtype=header.dtype,
-                    mode="r",
-                    offset=header.offset,
-                    shape=header.shape,
-                    order="F" if header.fortran else "C",
+                self._header = _read_header(fh, size or 0, str(path), "file")
+            header = self._header
+            remote = isinstance(path, Location) and header.data_nbytes
+            if remote and header.fortran and len(header.shape) > 1:
+                raise SourceError(
+                    f"{path}: a Fortran-ordered array is read from local files only; save "
+                    "it C-ordered (np.ascontiguousarray) or copy it locally"
                 )
+            self._map: np.memmap[Any, Any] | None = self._open()
         except OSError as e:
             raise SourceError(f"{path}: cannot read ({e.strerror or e})") from e
         name = check_field_name(path.stem, str(path))
         self._selected = bool(
             select_fields([name], options.fields, str(path), strict=options.strict_fields)
         )
-        native = native_dtype(self._array.dtype)
+        native = native_dtype(self._header.dtype)
         assert native is not None, "checked by _read_header"
-        self._spec = FieldSpec(name, native, tuple(self._array.shape[1:]))
+        self._spec = FieldSpec(name, native, self._header.shape[1:])
+
+    def _open(self) -> np.memmap[Any, Any] | None:
+        """The local file's data memory-mapped; None for an object (read by ranged requests,
+        range by range: nothing is downloaded whole) and for no data at all."""
+        header = self._header
+        if isinstance(self.path, Location) or header.data_nbytes == 0:
+            return None
+        return np.memmap(
+            self.path,
+            dtype=header.dtype,
+            mode="r",
+            offset=header.offset,
+            shape=header.shape,
+            order="F" if header.fortran else "C",
+        )
 
     @property
     def fields(self) -> list[FieldSpec]:
@@ -193,32 +199,47 @@ class NpySource(Source):
 
     @property
     def length(self) -> int:
-        return int(self._remote.shape[0] if self._remote else self._array.shape[0])
+        return self._header.shape[0]
+
+    def stream_only(self) -> str | None:
+        return None
+
+    def read(self, start: int, stop: int) -> Samples:
+        if not self._selected:
+            return Samples({})
+        return Samples({self._spec.name: self._values(start, stop)})
+
+    def _values(self, start: int, stop: int) -> np.ndarray:
+        header = self._header
+        if header.data_nbytes == 0:
+            return np.empty((stop - start, *header.shape[1:]), dtype=self._spec.dtype)
+        if isinstance(self.path, Location):
+            row = math.prod(header.shape[1:]) * header.dtype.itemsize
+            data = self.path.read_range(header.offset + start * row, (stop - start) * row)
+            if len(data) != (stop - start) * row:
+                raise SourceError(f"{self.path}: truncated: the data ends before the header says")
+            values = np.frombuffer(data, dtype=header.dtype).reshape((-1, *header.shape[1:]))
+            return values.astype(self._spec.dtype, copy=False)
+        if self._map is None:
+            try:
+                self._map = self._open()
+            except OSError as e:
+                raise SourceError(f"{self.path}: cannot read ({e.strerror or e})") from e
+        assert self._map is not None
+        # np.array copies the memory-mapped slice: one block in RAM at a time.
+        return np.array(self._map[start:stop], dtype=self._spec.dtype)
 
     def blocks(self, max_samples: int) -> Iterator[dict[str, np.ndarray]]:
         if not self._selected:
             return
-        if self._remote is not None:
-            yield from self._remote_blocks(self._remote, max_samples)
-            return
         for start in range(0, self.length, max_samples):
-            # np.array copies the memory-mapped slice: one block in RAM at a time.
-            chunk = self._array[start : start + max_samples]
-            yield {self._spec.name: np.array(chunk, dtype=self._spec.dtype)}
+            yield self.read(start, min(start + max_samples, self.length)).values
 
-    def _remote_blocks(self, header: _Header, max_samples: int) -> Iterator[dict[str, np.ndarray]]:
-        assert isinstance(self.path, Location)
-        row = math.prod(header.shape[1:]) * header.dtype.itemsize
-        for start in range(0, self.length, max_samples):
-            count = min(max_samples, self.length - start)
-            data = self.path.read_range(header.offset + start * row, count * row)
-            if len(data) != count * row:
-                raise SourceError(f"{self.path}: truncated: the data ends before the header says")
-            values = np.frombuffer(data, dtype=header.dtype).reshape((count, *header.shape[1:]))
-            yield {self._spec.name: values.astype(self._spec.dtype, copy=False)}
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_map": None}  # a copy maps the file again when it reads
 
     def close(self) -> None:
-        mm = getattr(self._array, "_mmap", None)
+        mm = getattr(self._map, "_mmap", None)
         if mm is not None:
             mm.close()
 
@@ -238,6 +259,24 @@ class _Member:
         self.native = native
         if self.fortran and len(self.shape) > 1:
             raise SourceError(f"{where}: Fortran-ordered arrays are not supported; save C-ordered")
+        self.row = math.prod(self.shape[1:]) * self.dtype.itemsize
+        self.stored = info.compress_type == zipfile.ZIP_STORED
+        """Stored as is (``numpy.savez``), so any sample is at a known place in the archive."""
+        self.data_start = 0
+        self.header_crc = 0
+
+    def locate(self, raw: IO[bytes]) -> None:
+        """Find where the samples of this stored member start in the archive file ``raw``, and
+        the CRC-32 of its ``.npy`` header (the member's CRC-32 then adds its samples')."""
+        raw.seek(self.info.header_offset)
+        local = raw.read(_LOCAL_HEADER_SIZE)
+        if len(local) != _LOCAL_HEADER_SIZE or local[:4] != _ZIP_MAGIC:
+            raise SourceError(f"{self.where}: corrupt archive (bad local file header)")
+        names, extra = struct.unpack("<HH", local[26:30])
+        raw.seek(self.info.header_offset + _LOCAL_HEADER_SIZE + names + extra)
+        header = raw.read(self.header_size)
+        self.data_start = raw.tell()
+        self.header_crc = zlib.crc32(header)
 
 
 class NpzSource(Source):
@@ -248,11 +287,12 @@ class NpzSource(Source):
     def __init__(self, path: Path | Location, options: ReadOptions) -> None:
         super().__init__(path, options)
         try:
-            self._zip = zipfile.ZipFile(path.open("rb") if isinstance(path, Location) else path)
+            archive = zipfile.ZipFile(path.open("rb") if isinstance(path, Location) else path)
         except (zipfile.BadZipFile, OSError) as e:
             raise SourceError(f"{path}: not a readable .npz archive ({e})") from e
+        self._zip: zipfile.ZipFile | None = archive
         members: dict[str, zipfile.ZipInfo] = {}
-        for info in self._zip.infolist():
+        for info in archive.infolist():
             if info.filename.endswith(".npy"):
                 members[info.filename[: -len(".npy")]] = info
         if not members:
@@ -263,9 +303,17 @@ class NpzSource(Source):
         self._members: dict[str, _Member] = {}
         for name in names:
             check_field_name(name, f"{path}")
-            self._members[name] = _Member(self._zip, members[name], f"{path}[{name}]")
+            self._members[name] = _Member(archive, members[name], f"{path}[{name}]")
         lengths = {name: m.shape[0] for name, m in self._members.items()}
         self._length = common_length(lengths, str(path), "members")
+        if self.stream_only() is None:
+            try:
+                with path.open("rb") as raw:
+                    for member in self._members.values():
+                        member.locate(raw)
+            except OSError as e:
+                raise SourceError(f"{path}: cannot read ({e.strerror or e})") from e
+        self._crcs = {name: m.header_crc for name, m in self._members.items()}
 
     @property
     def fields(self) -> list[FieldSpec]:
@@ -275,7 +323,54 @@ class NpzSource(Source):
     def length(self) -> int:
         return self._length
 
+    def stream_only(self) -> str | None:
+        packed = next((name for name, m in self._members.items() if not m.stored), None)
+        if packed is not None:
+            return (
+                f"its member {packed!r} is compressed, and compressed data is read from its "
+                "start only"
+            )
+        return None
+
+    def read(self, start: int, stop: int) -> Samples:
+        values: dict[str, np.ndarray] = {}
+        crcs: dict[str, int] = {}
+        try:
+            with self.path.open("rb") as raw:
+                for name, member in self._members.items():
+                    raw.seek(member.data_start + start * member.row)
+                    nbytes = (stop - start) * member.row
+                    data = raw.read(nbytes)
+                    if len(data) != nbytes:
+                        raise SourceError(f"{member.where}: truncated member data")
+                    crcs[name] = zlib.crc32(data)
+                    samples = np.frombuffer(data, dtype=member.dtype)
+                    samples = samples.astype(member.native, copy=False)
+                    values[name] = samples.reshape((stop - start, *member.shape[1:]))
+        except OSError as e:
+            raise SourceError(f"{self.path}: cannot read ({e.strerror or e})") from e
+        return Samples(values, (start, stop, crcs))
+
+    def learn(self, facts: Any) -> None:
+        """Add the CRC-32 of the samples read to each member's; at the end, check it against the
+        archive's record, as reading a member to its end does."""
+        start, stop, crcs = facts
+        for name, crc in crcs.items():
+            nbytes = (stop - start) * self._members[name].row
+            self._crcs[name] = crc32_combine(self._crcs[name], crc, nbytes)
+        if stop < self._length:
+            return
+        for name, member in self._members.items():
+            if self._crcs[name] != member.info.CRC:
+                raise SourceError(
+                    f"{self.path}: corrupt archive (Bad CRC-32 for file {member.info.filename!r})"
+                )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_zip": None}  # a copy reads the archive file directly
+
     def blocks(self, max_samples: int) -> Iterator[dict[str, np.ndarray]]:
+        assert self._zip is not None, "a copy made for a task reads ranges only"
         handles = {}
         try:
             for name, member in self._members.items():
@@ -303,4 +398,51 @@ class NpzSource(Source):
                 fh.close()
 
     def close(self) -> None:
-        self._zip.close()
+        if self._zip is not None:
+            self._zip.close()
+
+
+def crc32_combine(crc1: int, crc2: int, length2: int) -> int:
+    """The CRC-32 of ``a + b`` from ``crc1`` of ``a``, ``crc2`` of ``b`` and ``len(b)``, as
+    zlib's ``crc32_combine`` (which Python's zlib does not offer) computes it: appending
+    ``length2`` zero bytes to ``crc1`` is a linear map over GF(2), applied by squaring.
+
+    Examples
+    --------
+    >>> a, b = b"gpuds ", b"ingest"
+    >>> crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+    True
+    """
+    if length2 <= 0:
+        return crc1
+    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the map of one zero bit
+    even = _gf2_square(odd)  # two zero bits
+    odd = _gf2_square(even)  # four
+    while True:
+        even = _gf2_square(odd)  # a zero byte the first time round, then twice as many
+        if length2 & 1:
+            crc1 = _gf2_times(even, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+        odd = _gf2_square(even)
+        if length2 & 1:
+            crc1 = _gf2_times(odd, crc1)
+        length2 >>= 1
+        if not length2:
+            break
+    return crc1 ^ crc2
+
+
+def _gf2_times(matrix: list[int], vector: int) -> int:
+    total, row = 0, 0
+    while vector:
+        if vector & 1:
+            total ^= matrix[row]
+        vector >>= 1
+        row += 1
+    return total
+
+
+def _gf2_square(matrix: list[int]) -> list[int]:
+    return [_gf2_times(matrix, row) for row in matrix]

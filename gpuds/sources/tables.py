@@ -477,6 +477,12 @@ class CsvSource(TableSource):
         self._types = self._scan_widening()
         self._plan()
 
+    def stream_only(self) -> str:
+        return (
+            "a CSV file is parsed front to back (where a row starts is known only by parsing "
+            "all that comes before it)"
+        )
+
     def _header_names(self, raw: Sequence[str]) -> list[str]:
         names = [name.strip() for name in raw]
         wanted = self.options.fields
@@ -669,6 +675,9 @@ class ParquetSource(TableSource):
             )
         except (pa.ArrowException, OSError) as e:
             raise SourceError(f"{self.path}: cannot read the Parquet data ({e})") from e
+
+    def stream_only(self) -> str:
+        return "a Parquet file is read in one stream of row groups"
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "row_groups": self._file.num_row_groups}

@@ -77,9 +77,7 @@ class ZarrSource(ArraysSource):
     def __init__(self, path: Path | Location, options: ReadOptions) -> None:
         super().__init__(path, options)
         try:
-            # An object store's Zarr store is read through obstore, chunk by chunk.
-            store = path.zarr_store(read_only=True) if isinstance(path, Location) else str(path)
-            node = zarr.open(store, mode="r", use_consolidated=False)
+            node = self._open()
             members = self._members(node)
         # zarr reports a missing store, unparsable JSON and invalid metadata with several types.
         except (OSError, ValueError, TypeError, KeyError) as e:
@@ -91,6 +89,25 @@ class ZarrSource(ArraysSource):
         if not members:
             raise SourceError(f"{path}: the store holds no arrays")
         self._take(members)
+
+    def _open(self) -> zarr.Array | zarr.Group:
+        path = self.path
+        # An object store's Zarr store is read through obstore, chunk by chunk.
+        store = path.zarr_store(read_only=True) if isinstance(path, Location) else str(path)
+        return zarr.open(store, mode="r", use_consolidated=False)
+
+    def _reopen(self) -> dict[str, Any]:
+        try:
+            node = self._open()
+            return {
+                name: node if isinstance(node, zarr.Array) else node[where]
+                for name, where in self._locations.items()
+            }
+        except (OSError, ValueError, TypeError, KeyError) as e:
+            raise SourceError(
+                f"{self.path}: cannot open the store again ({type(e).__name__}: {e}); was it "
+                "changed while it was being read?"
+            ) from e
 
     def _members(self, node: zarr.Array | zarr.Group) -> dict[str, Member]:
         if isinstance(node, zarr.Array):
@@ -114,7 +131,7 @@ class ZarrSource(ArraysSource):
         return members
 
     def _read(self, spec: FieldSpec, start: int, stop: int) -> np.ndarray:
-        array = self._arrays[spec.name]
+        array = self._array(spec.name)
         try:
             data = array[start:stop]
         # Each codec reports a bad chunk its own way (RuntimeError from zstd and blosc,
