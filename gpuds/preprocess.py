@@ -1,54 +1,81 @@
 """The preprocess stage: a pipeline of ops, fitted in streaming passes, written to a new store.
 
-Plan → fit → write (see :mod:`gpuds.ops.base` for the op contract):
+Plan → fit → write (see :mod:`gpuds.ops.base` for the op contract). Every pass is a list of
+tasks, one per block of its source, run by an executor (threads here or a Dask cluster,
+:mod:`gpuds.execution`; the tasks are in :mod:`gpuds.passes`); the client merges their results in
+block order, so the output does not depend on where they ran.
 
 - **Plan.** The ops are built from the config and checked against the input's fields, in order,
   before any data is read.
 - **Segments.** Barrier ops (``shuffle``, :attr:`gpuds.ops.Op.barrier`) cut the pipeline into
   segments. Each segment reads a *source*: the input store for the first, what the previous
   barrier left (the shuffled copy) for the next.
-- **Fit.** For every op that needs statistics, one streaming pass per fit pass replays the ops
-  before it in its segment over the segment's source and feeds the op, block by block. After an
-  op that assigns splits (``split``), an op sees only the fit split (``fit_split``, default
-  ``train``).
-- **Write.** A last pass applies every op of the last segment and writes each block to the output
-  (one subgroup per split), chunk by chunk, through :class:`gpuds.store.StoreWriter`.
+- **Fit.** For every op that needs statistics, one pass per fit pass: each task replays the ops
+  before it in its segment on its block and returns what the op fitted on it
+  (:meth:`gpuds.ops.Op.fit_partial`), merged in block order (:meth:`gpuds.ops.Op.fit_merge`).
+  After an op that assigns splits (``split``), an op sees only the fit split (``fit_split``,
+  default ``train``).
+- **Barrier.** Its two passes as tasks: one per block (scatter), one per unit it made (gather).
+- **Write.** When the last segment drops samples or assigns splits, a counting pass learns what
+  each block keeps; then each task applies the last segment's ops and writes its block's whole
+  chunks into the output (one subgroup per split) through :class:`gpuds.store.StoreWriter`'s
+  handles, leaving the pieces of chunks blocks share in scratch space, which join tasks write;
+  the client joins the digests and finishes the fields.
 
 Memory stays within the config's ``memory_mb`` (plus the constant measured in
 docs/preprocess.md): a block holds at most ``block_mb <= memory_mb / 8``, counted at 8 bytes per
-value of the widest stage so that ops computing in float64 stay inside it, and a pass holds a few
-blocks; the write buffers (one chunk per output field and split) may take ``memory_mb / 4``; a
-shuffle bucket 3/4 (:mod:`gpuds.ops.shuffle`). Passes drop each block before reading the next.
-``dedupe`` additionally keeps one 16-byte digest per unique sample. Every random choice is seeded
-from the config, and block boundaries depend only on the input and the config, so the same config
+value of the widest stage so that ops computing in float64 stay inside it, and in this process one
+task runs at a time; a chunk per field and split may take ``memory_mb / 4``; a shuffle bucket
+3/4 (:mod:`gpuds.ops.shuffle`). Every random choice is seeded from the config and the
+block's number, and block boundaries depend only on the input and the config, so the same config
 on the same input writes byte-identical arrays.
 """
 
 from __future__ import annotations
 
 import math
+import pickle
+import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import zarr
 
-from gpuds.backend import Backend, resolve, to_device, to_host
-from gpuds.chunks import FieldChunks, field_label
+from gpuds.backend import Backend, resolve
 from gpuds.config import PipelineConfig
+from gpuds.digest import DigestParts, FieldDigest
 from gpuds.errors import ConfigError
-from gpuds.ops import Block, Op, Spec, make_op
+from gpuds.execution import Executor, SchedulerSpec, open_executor, parse_scheduler
+from gpuds.ops import Op, Spec, make_op
 from gpuds.ops.base import BarrierInput, Replay
-from gpuds.progress import NullProgress, Progress, check_cancelled
+from gpuds.passes import (
+    RangeTarget,
+    ReplayBlocks,
+    Seams,
+    SharedChunk,
+    StoreBlocks,
+    count_task,
+    fit_task,
+    gather_task,
+    join_task,
+    merge_counts,
+    pack_ops,
+    scatter_task,
+    seam_key,
+    write_task,
+)
+from gpuds.progress import NullProgress, Progress
+from gpuds.storage import location
 from gpuds.store import (
     FIELD_ATTR,
-    FieldWriter,
     StoreInfo,
     StoreWriter,
     chunk_samples,
     chunk_samples_for,
+    field_fingerprint,
     iter_fields,
     open_store,
     read_info,
@@ -56,7 +83,9 @@ from gpuds.store import (
 
 __all__ = ["plan_pipeline", "preprocess"]
 
-Source = Callable[[], Iterator[Block]]
+Source = StoreBlocks | ReplayBlocks
+_JOIN_BYTES = 16 * 2**20
+"""Bytes of the shared chunks one join task writes."""
 
 
 def _op_seed(seed: int, index: int) -> int:
@@ -148,25 +177,6 @@ def _segments(ops: list[Op]) -> list[list[int]]:
     return segments
 
 
-def _run(source: Source, ops: list[Op]) -> Iterator[Block]:
-    """Apply ``ops`` (reset first) to every block of ``source``.
-
-    Every loop over blocks in this module drops its block before asking for the next: the loop
-    variable would otherwise keep it alive while the next one is read.
-    """
-    for op in ops:
-        op.reset()
-    for block in source():
-        check_cancelled()
-        for op in ops:
-            block = op.apply(block)
-            if not len(block):
-                break
-        if len(block):
-            yield block
-        del block
-
-
 def preprocess(
     source: str | Path,
     out: str | Path,
@@ -176,6 +186,7 @@ def preprocess(
     overwrite: bool = False,
     progress: Progress | None = None,
     storage_options: Mapping[str, str] | None = None,
+    scheduler: str | SchedulerSpec | None = None,
 ) -> dict[str, Any]:
     """Run the pipeline ``config`` over the store ``source`` and write the store ``out``.
 
@@ -192,6 +203,10 @@ def preprocess(
         ``auto`` (GPU when usable, else CPU), ``cpu`` or ``cuda``.
     storage_options
         Object-store settings for ``source`` and ``out`` (endpoint, region, credentials, ...).
+    scheduler
+        Where the passes' tasks run: ``threads`` (default), ``processes:N``, a Dask scheduler
+        address or file, ``cuda`` (:func:`gpuds.execution.parse_scheduler`, docs/cluster.md).
+        The output is the same whichever is used.
 
     Returns
     -------
@@ -207,6 +222,7 @@ def preprocess(
     progress = progress or NullProgress()
     started = time.perf_counter()
     cfg = config if isinstance(config, PipelineConfig) else PipelineConfig.from_dict(config)
+    spec = scheduler if isinstance(scheduler, SchedulerSpec) else parse_scheduler(scheduler)
     group = open_store(source, storage_options=storage_options)
     info_in = read_info(group, parsed=True)
     if info_in.splits:
@@ -221,11 +237,10 @@ def preprocess(
     if backend.notice and device == "auto":
         progress.note(backend.notice)
     out_specs = stages[-1]
-    memory = cfg.memory_mb * 2**20
     names = list(split.split_names) if split else []
     parts = len(names) or 1
     buffers = _write_buffers(out_specs, parts, cfg.chunk_mb, n_in)
-    if buffers > memory / 4:
+    if buffers > cfg.memory_mb * 2**20 / 4:
         raise ConfigError(
             f"the output's write buffers (one chunk per field and split: {len(out_specs)} fields "
             f"x {parts} split(s)) take {buffers / 2**20:.3g} MiB, more than memory_mb / 4 = "
@@ -233,145 +248,316 @@ def preprocess(
             "chunk_mb"
         )
     block = _block_samples(stages, cfg.block_mb)
-    fit_index = names.index(cfg.fit_split) if cfg.fit_split in names else 0
-
-    inputs = {
-        name: FieldChunks(arr, field_label(str(source), "", name)) for name, arr in arrays.items()
-    }
-
-    def read_input() -> Iterator[Block]:
-        for start in range(0, n_in, block):
-            stop = min(start + block, n_in)
-            progress.advance(stop - start)
-            # No local keeps the block: the consumer frees it before asking for the next.
-            yield Block(
-                {
-                    name: to_device(chunks.read_range(start, stop), backend)
-                    for name, chunks in inputs.items()
-                },
-                backend.xp.arange(start, stop, dtype=backend.xp.int64),
-            )
-
-    with StoreWriter(
-        out, overwrite=overwrite, inputs=[source], storage_options=storage_options
-    ) as writer:
-        src: Source = read_input
+    where = location(source, storage_options)
+    identity = (str(info_in.created or ""), str(info_in.fingerprint or ""))
+    input_blocks = StoreBlocks(
+        where.url, where.options, identity, secrets.token_hex(8), tuple(arrays), n_in, block
+    )
+    with (
+        open_executor(spec, progress=progress) as executor,
+        StoreWriter(
+            out, overwrite=overwrite, inputs=[source], storage_options=storage_options
+        ) as writer,
+    ):
+        writer.check_reachable(executor)
+        run = _Passes(executor, backend.name, progress, names, cfg.fit_split)
+        src: Source = input_blocks
         src_len = n_in
         segments = _segments(ops)
         for k, segment in enumerate(segments):
             seg_ops = [ops[i] for i in segment]
             for j, i in enumerate(segment):
-                op = ops[i]
-                for p in range(op.fit_passes):
-                    progress.start(f"fit {op.name} (op {i + 1}, pass {p + 1})", src_len)
-                    op.fit_start(p)
-                    for b in _run(src, seg_ops[:j]):
-                        if b.split is not None and op.fits_on_split:
-                            b = b.select(b.split == fit_index)
-                        if len(b):
-                            op.fit_block(b)
-                        del b
-                    op.fit_end(p)
+                for p in range(ops[i].fit_passes):
+                    progress.start(f"fit {ops[i].name} (op {i + 1}, pass {p + 1})", src_len)
+                    run.fit(src, seg_ops[: j + 1], p)
             if k < len(segments) - 1:
-                barrier = seg_ops[-1]
                 has_split = split is not None and ops.index(split) < segment[-1]
-                progress.start(f"{barrier.name} (op {segment[-1] + 1})", src_len)
                 at = BarrierInput(
-                    writer.workdir(f"{barrier.name}-{segment[-1]}"), src_len, memory, has_split
+                    writer.workdir(f"{seg_ops[-1].name}-{segment[-1]}"),
+                    src_len,
+                    cfg.memory_mb * 2**20,
+                    has_split,
                 )
-                left = barrier.materialize(_run(src, seg_ops[:-1]), stages[segment[-1]], at)
-                src, src_len = _replay_reader(left, block, backend, progress), len(left)
+                progress.start(f"{seg_ops[-1].name} (op {segment[-1] + 1})", src_len)
+                replay = run.barrier(src, seg_ops, stages[segment[-1]], at, segment)
+                src, src_len = ReplayBlocks(replay, block), len(replay)
         progress.start("write", src_len)
-        last_ops = [ops[i] for i in segments[-1]]
-        written = _write(writer, _run(src, last_ops), out_specs, names, n_in, cfg.chunk_mb)
-        info = _store_info(info_in, source, cfg, ops, out_specs, names, written, backend, started)
+        written = run.write(writer, src, segments[-1], ops, out_specs, cfg.chunk_mb, n_in)
+        counts = [run.counts.get(i, op.counts()) for i, op in enumerate(ops)]
+        info = _store_info(
+            info_in, source, cfg, ops, counts, out_specs, names, written, backend, started
+        )
         path = writer.commit(info)
     sizes = dict(written)
     return {
         "output": str(path),
         "device": backend.name,
+        "scheduler": executor.description,
         "samples_in": n_in,
         "samples_out": sum(sizes.values()),
         "splits": sizes if split else {},
-        "ops": [{"op": op.name, **op.counts()} for op in ops],
+        "ops": [{"op": op.name, **c} for op, c in zip(ops, counts, strict=True)],
         "stats": info.stats,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
 
-def _replay_reader(left: Replay, block: int, backend: Backend, progress: Progress) -> Source:
-    """Read what a barrier left, block by block, onto the run's device."""
+class _Passes:
+    """Runs the passes of one preprocess as tasks on ``executor`` and merges their results in
+    block order: fits, the barrier's two passes, the count and the write."""
 
-    def read() -> Iterator[Block]:
-        for b in left.blocks(block):
-            progress.advance(len(b))
-            yield Block(
-                {name: to_device(v, backend) for name, v in b.fields.items()},
-                to_device(b.index, backend),
-                None if b.split is None else to_device(b.split, backend),
-            )
-            del b
+    def __init__(
+        self,
+        executor: Executor,
+        device: str,
+        progress: Progress,
+        splits: list[str],
+        fit_split: str,
+    ) -> None:
+        self.executor = executor
+        self.device = device
+        self.progress = progress
+        self.splits = splits
+        self.fit_index = splits.index(fit_split) if fit_split in splits else None
+        self.counts: dict[int, dict[str, Any]] = {}
+        """Counters of each op (by index) over its last apply pass."""
 
-    return read
+    def _map(
+        self,
+        fn: Callable[..., Any],
+        tasks: list[tuple[Any, ...]],
+        name: str,
+        weights: list[int],
+        consume: Callable[[int, Any], None] | None = None,
+    ) -> list[Any]:
+        # In this process a task holds a block of the run's memory budget: one at a time.
+        return self.executor.map(
+            fn,
+            tasks,
+            name=name,
+            weights=weights,
+            progress=self.progress,
+            in_flight=1,
+            consume=consume,
+        )
 
+    def fit(self, source: Source, ops: list[Op], pass_index: int) -> None:
+        """One fit pass of the last of ``ops``, after the ones before it."""
+        op = ops[-1]
+        op.fit_start(pass_index)
+        units = source.units()
+        tasks = [
+            (source, unit, key, pack_ops(ops, key), pass_index, self.fit_index, self.device)
+            for key, unit in enumerate(units)
+        ]
 
-def _write(
-    writer: StoreWriter,
-    blocks: Iterator[Block],
-    specs: dict[str, Spec],
-    splits: list[str],
-    upper: int,
-    chunk_mb: float,
-) -> dict[str, int]:
-    """Write the blocks, into one subgroup per split of ``splits`` (at the root without);
-    return the samples written by split (``""`` without)."""
-    assert writer.group is not None
-    names = splits or [""]
-    fields: dict[str, dict[str, FieldWriter]] = {}
-    for name in names:
-        if name:
-            writer.group.create_group(name)
-        fields[name] = {
-            f: writer.create_field(
-                f"{name}/{f}" if name else f,
-                spec.dtype,
-                spec.sample_shape,
-                length=upper,
-                chunk=chunk_samples_for(spec.sample_nbytes, chunk_mb, upper),
-                kind=spec.kind,
-                attrs=spec.attrs,
-            )
-            for f, spec in specs.items()
-        }
-    appended = dict.fromkeys(names, 0)
-    for b in blocks:
+        def merge(key: int, partial: Any) -> None:
+            op.fit_merge(partial, pass_index)
+
+        self._map(fit_task, tasks, f"fit-{op.name}", _weights(units), merge)
+        op.fit_end(pass_index)
+
+    def barrier(
+        self,
+        source: Source,
+        ops: list[Op],
+        specs: dict[str, Spec],
+        at: BarrierInput,
+        indices: list[int],
+    ) -> Replay:
+        """The barrier op (last of ``ops``) over the whole source, its two passes as tasks."""
+        barrier = ops[-1]
+        units = barrier.barrier_begin(specs, at)
+        self.executor.check_shared(
+            at.workdir,
+            f"the {barrier.name} op keeps its temporary copy there: set TMPDIR to a folder on a "
+            "shared filesystem that every worker mounts at the same path",
+        )
+        blocks = source.units()
+        tasks = [
+            (source, unit, key, pack_ops(ops, key), self.device) for key, unit in enumerate(blocks)
+        ]
+        scattered: list[Any] = []
+        counts: list[dict[str, Any]] = [{} for _ in ops[:-1]]
+
+        def keep(key: int, result: tuple[Any, list[dict[str, Any]]]) -> None:
+            scattered.append(result[0])
+            for total, more in zip(counts, result[1], strict=True):
+                merge_counts(total, more)
+
+        self._map(scatter_task, tasks, f"{barrier.name}-scatter", _weights(blocks), keep)
+        for i, total in zip(indices, counts, strict=False):
+            self.counts[i] = total
+        packed = pickle.dumps(barrier, protocol=pickle.HIGHEST_PROTOCOL)
+        gathered = self.executor.map(
+            gather_task,
+            [(packed, unit, scattered) for unit in range(units)],
+            name=f"{barrier.name}-gather",
+            in_flight=1,
+        )
+        return barrier.barrier_end(scattered, gathered)
+
+    def write(
+        self,
+        writer: StoreWriter,
+        source: Source,
+        segment: list[int],
+        ops: list[Op],
+        specs: dict[str, Spec],
+        chunk_mb: float,
+        upper: int,
+    ) -> dict[str, int]:
+        """Apply the last segment's ops and write every block; return samples by split."""
+        assert writer.group is not None
+        seg_ops = [ops[i] for i in segment]
+        units = source.units()
+        names = self.splits or [""]
+        per_block = self._counts(source, units, seg_ops, len(names))
+        lengths = per_block.sum(axis=0)
+        offsets = np.cumsum(per_block, axis=0) - per_block
+        arrays: list[dict[str, zarr.Array]] = []
         for index, name in enumerate(names):
-            part = b if not splits else b.select(b.split == index)
-            for f, fw in fields[name].items():
-                _append(fw, to_host(part.fields[f]), appended[name] - fw.count)
-            appended[name] += len(part)
-            del part
-        del b
-    for fws in fields.values():
-        for fw in fws.values():
-            fw.finish()
-    return {name: next(iter(fws.values())).count if fws else 0 for name, fws in fields.items()}
+            if name:
+                writer.group.create_group(name)
+            arrays.append(
+                {
+                    f: writer.create_field(
+                        f"{name}/{f}" if name else f,
+                        spec.dtype,
+                        spec.sample_shape,
+                        length=int(lengths[index]),
+                        chunk=chunk_samples_for(spec.sample_nbytes, chunk_mb, upper),
+                        kind=spec.kind,
+                        attrs=spec.attrs,
+                    ).array
+                    for f, spec in specs.items()
+                }
+            )
+        joins = {
+            (index, f): _Join(a, int(lengths[index]), specs[f].sample_nbytes, index)
+            for index, fields in enumerate(arrays)
+            for f, a in fields.items()
+        }
+        handles = [{f: writer.handle(a) for f, a in fields.items()} for fields in arrays]
+        scratch = writer.scratch("seams")
+        tasks = []
+        for key, unit in enumerate(units):
+            targets = [
+                {
+                    f: RangeTarget(
+                        handle,
+                        int(offsets[key, index]),
+                        int(lengths[index]),
+                        joins[(index, f)].chunk,
+                    )
+                    for f, handle in handles[index].items()
+                }
+                for index in range(len(names))
+            ]
+            tasks.append((source, unit, key, pack_ops(seg_ops, key), targets, scratch, self.device))
+        counts: list[dict[str, Any]] = [{} for _ in seg_ops]
+
+        def keep(key: int, result: tuple[dict[tuple[int, str], Seams], list[Any]]) -> None:
+            for where, seams in result[0].items():
+                joins[where].add(seams)
+            for total, more in zip(counts, result[1], strict=True):
+                merge_counts(total, more)
+
+        self._map(write_task, tasks, "write", _weights(units), keep)
+        for i, total in zip(segment, counts, strict=True):
+            self.counts[i] = total
+        # The chunks blocks share, joined from their pieces by tasks too: the client never holds
+        # the data. A few MiB of chunks a task.
+        jobs: list[tuple[tuple[int, str], list[SharedChunk]]] = []
+        for (index, f), join in joins.items():
+            shared = join.shared()
+            per_task = max(1, _JOIN_BYTES // max(1, join.chunk * specs[f].sample_nbytes))
+            for i in range(0, len(shared), per_task):
+                jobs.append(((index, f), shared[i : i + per_task]))
+        if jobs:
+            self.progress.start("write the chunks blocks share", len(jobs))
+
+            def joined(i: int, digest: DigestParts) -> None:
+                joins[jobs[i][0]].digest.add(digest)
+
+            self.executor.map(
+                join_task,
+                [
+                    (handles[index][f], chunks, int(lengths[index]), scratch)
+                    for (index, f), chunks in jobs
+                ],
+                name="join",
+                progress=self.progress,
+                in_flight=1,
+                consume=joined,
+            )
+        for join in joins.values():
+            join.finish(writer)
+        return {name: int(lengths[index]) for index, name in enumerate(names)}
+
+    def _counts(self, source: Source, units: list[Any], ops: list[Op], parts: int) -> np.ndarray:
+        """Samples each block keeps, by split: counted by a pass of the ops up to the last one
+        that drops samples or assigns splits (the blocks' sizes when there is nothing to
+        count)."""
+        last = max((j for j, op in enumerate(ops) if op.drops or op.assigns_split), default=-1)
+        if last < 0 and not self.splits:
+            return np.array(_weights(units), dtype=np.int64).reshape(-1, 1)
+        upto = ops[: last + 1]
+        tasks = [
+            (source, unit, key, pack_ops(upto, key), parts, self.device)
+            for key, unit in enumerate(units)
+        ]
+        self.progress.start("count", sum(_weights(units)))
+        found = self._map(count_task, tasks, "count", _weights(units))
+        self.progress.start("write", sum(_weights(units)))
+        return np.array(found, dtype=np.int64).reshape(len(units), parts)
 
 
-def _append(fw: FieldWriter, values: np.ndarray, pending: int) -> None:
-    """Append ``values`` to ``fw``, which holds ``pending`` samples short of a whole chunk.
+class _Join:
+    """One output field of one split: joins what the write tasks return (digest parts, the
+    pieces of the chunks blocks share) and finishes the field."""
 
-    :class:`FieldWriter` joins what it holds with the next append and keeps the part short of a
-    chunk as a view. Handing it a copy of the head that completes its chunk, then whole chunks,
-    then a copy of the tail keeps it from copying whole blocks or pinning one through a view: it
-    holds less than one chunk between blocks.
-    """
-    chunk = fw.chunk
-    head = min(len(values), (chunk - pending) % chunk)
-    body = head + (len(values) - head) // chunk * chunk
-    for piece in (values[:head].copy(), values[head:body], values[body:].copy()):
-        if len(piece):
-            fw.append(piece)
+    def __init__(self, array: zarr.Array, length: int, sample_nbytes: int, part: int) -> None:
+        self.array = array
+        self.length = length
+        self.part = part
+        self.chunk = int(array.chunks[0])
+        self.digest = FieldDigest(length, sample_nbytes)
+        self.pieces: dict[int, list[tuple[int, int]]] = {}
+
+    def add(self, seams: Seams) -> None:
+        self.digest.add(seams.digest)
+        for start, n in seams.pieces:
+            self.pieces.setdefault(start // self.chunk, []).append((start, n))
+
+    def shared(self) -> list[SharedChunk]:
+        """The chunks blocks share, each with its pieces in order; every chunk must be whole."""
+        name = self.array.basename
+        found = []
+        for c, pieces in sorted(self.pieces.items()):
+            a, b = c * self.chunk, min((c + 1) * self.chunk, self.length)
+            pieces.sort()
+            at = a
+            for start, n in pieces:
+                if start != at:  # a bug of the engine, not of the data
+                    raise RuntimeError(f"{self.array.path}: chunk {c} has a gap at {at}")
+                at += n
+            if at != b:
+                raise RuntimeError(f"{self.array.path}: chunk {c} is not filled")
+            keys = tuple(seam_key(self.part, name, start) for start, _ in pieces)
+            found.append(SharedChunk(a, b, keys))
+        return found
+
+    def finish(self, writer: StoreWriter) -> None:
+        writer.finish_field(
+            self.array,
+            field_fingerprint(self.digest.digest(), self.array.dtype, self.array.shape),
+        )
+
+
+def _weights(units: list[Any]) -> list[int]:
+    """Samples of each unit of a source (units end with their ``start, stop``)."""
+    return [int(u[-1]) - int(u[-2]) for u in units]
 
 
 def _store_info(
@@ -379,6 +565,7 @@ def _store_info(
     source: str | Path,
     cfg: PipelineConfig,
     ops: list[Op],
+    counts: list[dict[str, Any]],
     specs: dict[str, Spec],
     splits: list[str],
     written: dict[str, int],
@@ -398,7 +585,7 @@ def _store_info(
         source,
         {**settings, "device": backend.name},
         started,
-        counts=[{"op": op.name, **op.counts()} for op in ops],
+        counts=[{"op": op.name, **c} for op, c in zip(ops, counts, strict=True)],
         num_samples=sum(written.values()),
         splits=splits,
         split_sizes=written if splits else {},

@@ -47,7 +47,9 @@ def test_ops_declare_what_the_engine_needs():
     ops = registry()
     assert [n for n, c in ops.items() if c.barrier] == ["shuffle"]
     assert [n for n, c in ops.items() if c.assigns_split] == ["split"]
-    assert [n for n, c in ops.items() if not c.fits_on_split] == ["sample", "split"]
+    # dedupe's fit pass decides which samples repeat: it sees every split.
+    assert [n for n, c in ops.items() if not c.fits_on_split] == ["dedupe", "sample", "split"]
+    assert sorted(n for n, c in ops.items() if c.drops) == ["dedupe", "drop_invalid", "sample"]
     fitted = [n for n, c in ops.items() if issubclass(c, FittedOp)]
     assert fitted == ["standardize", "normalize", "clip", "fill_missing"]
     with pytest.raises(TypeError, match="op 'cast' is not a barrier"):

@@ -75,14 +75,23 @@ class Block:
 
     ``split`` holds split indices (``-1`` = not assigned) and is None until a split op ran.
     ``index`` holds the samples' positions in the input (before any drop or shuffle).
+    ``key`` numbers the block in the pass that read it (0, 1, ...): ops whose choices are planned
+    per block (``split``, ``sample``, ``dedupe``) or drawn at random key them by it, so a block
+    gives the same result whichever worker applies it, in whatever order. None when the caller
+    applies an op to blocks in order itself (the op then numbers them).
     """
 
     fields: dict[str, Any]
     index: Any
     split: Any = None
+    key: int | None = None
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
+
+    def with_fields(self, fields: dict[str, Any]) -> Block:
+        """The same samples with new values of the fields."""
+        return Block(fields, self.index, self.split, self.key)
 
     def select(self, keep: Any) -> Block:
         """The samples where the boolean mask ``keep`` is True, all fields together."""
@@ -90,6 +99,7 @@ class Block:
             {name: values[keep] for name, values in self.fields.items()},
             self.index[keep],
             None if self.split is None else self.split[keep],
+            self.key,
         )
 
     def take(self, order: Any) -> Block:
@@ -98,6 +108,7 @@ class Block:
             {name: values[order] for name, values in self.fields.items()},
             self.index[order],
             None if self.split is None else self.split[order],
+            self.key,
         )
 
 
@@ -117,11 +128,15 @@ class BarrierInput:
 
 class Replay(Protocol):
     """What a barrier op leaves for the ops after it: its samples, readable any number of
-    times."""
+    times, in order or unit by unit (by tasks anywhere that see its files)."""
 
     def __len__(self) -> int: ...
 
     def blocks(self, block_samples: int) -> Iterator[Block]: ...
+
+    def units(self, block_samples: int) -> list[Any]: ...
+
+    def read(self, unit: Any, key: int | None = None) -> Block: ...
 
 
 class Op(ABC):
@@ -138,6 +153,8 @@ class Op(ABC):
     barrier: ClassVar[bool] = False
     """The op needs every sample before it emits one (``shuffle``): the engine ends a segment
     with it and hands it the segment's whole stream (:meth:`materialize`)."""
+    drops: ClassVar[bool] = False
+    """The op may drop samples: the engine counts what each block keeps before the write."""
     assigns_split: ClassVar[bool] = False
     """The op sets each sample's split (``Block.split`` indexes :attr:`split_names`); the output
     then holds one subgroup per split. A pipeline holds at most one such op."""
@@ -172,8 +189,24 @@ class Op(ABC):
     def fit_block(self, block: Block) -> None:  # noqa: B027
         """Accumulate statistics from one block (already filtered to the fit split)."""
 
+    def fit_partial(self, pass_index: int) -> Any:
+        """What :meth:`fit_block` accumulated on this copy of the op since
+        ``fit_start(pass_index)``, as host data for :meth:`fit_merge` on the engine's copy
+        (ops that fit nothing: None)."""
+        return None
+
+    def fit_merge(self, partial: Any, pass_index: int) -> None:  # noqa: B027
+        """Add ``partial`` (:meth:`fit_partial` of a copy that fitted one block) to this op's
+        statistics. The engine calls it once per block of the pass, empty blocks included, in
+        block order: the result is the one :meth:`fit_block` on every block in order gives."""
+
     def fit_end(self, pass_index: int) -> None:  # noqa: B027
         """A fit pass ended: finalise what it measured."""
+
+    def for_block(self, key: int) -> Op:
+        """The op as a task applying block ``key`` needs it (an op holding a plan per block
+        keeps that block's only, so that tasks stay small)."""
+        return self
 
     def reset(self) -> None:  # noqa: B027 - stateless ops have nothing to reset
         """A pass that applies this op begins: restore seeded state."""
@@ -182,13 +215,44 @@ class Op(ABC):
         """Transform one block."""
         return block
 
+    # -- barrier ops (``barrier = True``): the engine runs each pass as tasks ---------------------
+    def barrier_begin(self, specs: dict[str, Spec], at: BarrierInput) -> int:
+        """Prepare for the fields ``specs`` within ``at``; return how many units the second pass
+        (:meth:`barrier_gather`) has."""
+        # The engine calls the barrier methods only on ops that declare `barrier`: a bug guard.
+        raise TypeError(f"{self.where} is not a barrier")
+
+    def barrier_scatter(self, block: Block) -> Any:
+        """First pass, one block (numbered by ``block.key``); what it returns reaches
+        :meth:`barrier_gather` and :meth:`barrier_end`, in block order."""
+        raise TypeError(f"{self.where} is not a barrier")
+
+    def barrier_gather(self, unit: int, scattered: Sequence[Any]) -> Any:
+        """Second pass, one unit."""
+        raise TypeError(f"{self.where} is not a barrier")
+
+    def barrier_end(self, scattered: Sequence[Any], gathered: Sequence[Any]) -> Replay:
+        """What the ops after it read."""
+        raise TypeError(f"{self.where} is not a barrier")
+
     def materialize(
         self, blocks: Iterator[Block], specs: dict[str, Spec], at: BarrierInput
     ) -> Replay:
-        """(``barrier`` ops) Consume ``blocks`` of the fields ``specs`` within ``at``; return
-        what the ops after it read."""
-        # The engine calls this only on ops that declare `barrier`; anything else is a bug.
-        raise TypeError(f"{self.where} is not a barrier; only barrier ops materialize")
+        """(``barrier`` ops) Consume ``blocks`` of the fields ``specs`` within ``at``, in this
+        process, pass after pass; return what the ops after it read."""
+        units = self.barrier_begin(specs, at)
+        scattered = []
+        for key, block in enumerate(blocks):
+            scattered.append(
+                self.barrier_scatter(
+                    block
+                    if block.key is not None
+                    else Block(block.fields, block.index, block.split, key)
+                )
+            )
+            del block
+        gathered = [self.barrier_gather(unit, scattered) for unit in range(units)]
+        return self.barrier_end(scattered, gathered)
 
     def stats(self) -> dict[str, Any]:
         """What the op fitted, JSON-safe (empty for ops that fit nothing), recorded in the

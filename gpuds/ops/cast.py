@@ -125,7 +125,7 @@ class Cast(Op):
         fields = dict(block.fields)
         for name in self.fields:
             fields[name] = self._cast(fields[name], name, block)
-        return Block(fields, block.index, block.split)
+        return block.with_fields(fields)
 
     def _cast(self, x: Any, name: str, block: Block) -> Any:
         xp = array_module(x)

@@ -154,6 +154,9 @@ class Clip(FittedOp):
             hi = _inward(np.array([self.fixed_max], dtype=object), dtype, upper=True)
         return lo, hi
 
+    def accumulating(self, pass_index: int) -> tuple[str, ...]:
+        return ("_ranges",) if pass_index == 0 else ("_histograms",)
+
     def fit_start(self, pass_index: int) -> None:
         if pass_index == 0:
             self._ranges = {name: RunningMinMax() for name in self.fields}
@@ -213,7 +216,7 @@ class Clip(FittedOp):
             if hi is not None:
                 x = xp.minimum(x, xp.asarray(hi))
             fields[name] = x
-        return Block(fields, block.index, block.split)
+        return block.with_fields(fields)
 
 
 def _parse_bound(value: Any, where: str) -> int | float | None:

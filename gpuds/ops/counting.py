@@ -1,16 +1,18 @@
 """Exact seeded selection over a stream, for ``sample`` and ``split``.
 
-Both ops first count the samples (and the samples per class) in a fit pass, then decide, block by
-block, how many of the block's samples go to each target with a (multivariate) hypergeometric
-draw over what remains, and which ones with a random permutation of the block. This gives
-*exact* totals, every subset of the stream equally likely, O(1) memory, and a result that depends
-only on the seed and the stream, not on where the block boundaries fall... up to the draws
-themselves: the same seed with a different block size gives a different (equally valid) choice,
-so the engine keeps the block size fixed for a given input.
+Both ops first count the samples of each block (per class) in a fit pass. At the end of it they
+plan, block by block in order, how many of the block's samples of each class go to each target,
+with a (multivariate) hypergeometric draw over what remains; applying a block then picks which
+ones with a random permutation seeded by the block's number. This gives *exact* totals, every
+subset of the stream equally likely, and a result that depends only on the seed and the stream
+(blocks can be applied anywhere, in any order)... up to the draws themselves: the same seed with
+a different block size gives a different (equally valid) choice, so the engine keeps the block
+size fixed for a given input. The plan takes one entry per block and class.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -61,6 +63,10 @@ class ClassCounter:
     def __init__(self) -> None:
         self.counts: dict[int, int] = {}
 
+    def add(self, counts: dict[int, int]) -> None:
+        for c, k in counts.items():
+            self.counts[c] = self.counts.get(c, 0) + k
+
     def update(self, values: Any | None, n: int) -> None:
         if values is None:
             self.counts[0] = self.counts.get(0, 0) + n
@@ -107,6 +113,10 @@ class CountingOp(Op):
             )
         self.stratify: str | None = stratify
         self._counter = ClassCounter()
+        self._blocks: list[dict[int, int]] = []
+        self._next = 0
+        self._plan: dict[int, dict[int, Any]] = {}
+        """Per block number: per class, what the op decided for the block's samples of it."""
 
     def plan(self, specs: dict[str, Spec]) -> dict[str, Spec]:
         if self.stratify is not None:
@@ -122,7 +132,38 @@ class CountingOp(Op):
 
     def fit_start(self, pass_index: int) -> None:
         self._counter = ClassCounter()
+        self._blocks = []
+        self._next = 0
 
     def fit_block(self, block: Block) -> None:
         values = block.fields[self.stratify] if self.stratify else None
-        self._counter.update(values, len(block))
+        counter = ClassCounter()
+        counter.update(values, len(block))
+        self._counter.add(counter.counts)
+        self._blocks.append(counter.counts)
+
+    def fit_partial(self, pass_index: int) -> Any:
+        return list(self._blocks)
+
+    def fit_merge(self, partial: Any, pass_index: int) -> None:
+        # One entry per block of the pass, an empty block's too: blocks are planned by number.
+        merged: dict[int, int] = {}
+        for counts in partial:
+            for c, k in counts.items():
+                merged[c] = merged.get(c, 0) + k
+        self._counter.add(merged)
+        self._blocks.append(merged)
+
+    def block_key(self, block: Block) -> int:
+        """The block's number: its ``key``, or (blocks applied in order by the caller) the
+        count of blocks applied since :meth:`reset`."""
+        key = block.key if block.key is not None else self._next
+        self._next += 1
+        return key
+
+    def for_block(self, key: int) -> Op:
+        # A task needs its own block's plan only: the plans of all blocks are O(blocks x classes).
+        op = copy.copy(self)
+        op._blocks = []
+        op._plan = {key: self._plan[key]} if key in self._plan else {}
+        return op

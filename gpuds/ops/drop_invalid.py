@@ -66,6 +66,7 @@ class DropInvalid(Op):
     """
 
     name = "drop_invalid"
+    drops = True
     keys = ("fields",)
 
     def __init__(self, config: Mapping[str, Any]) -> None:

@@ -217,6 +217,11 @@ class FillMissing(FittedOp):
         assert isinstance(value, int | float)  # checked in __init__
         return _in_dtype(value, spec.dtype, w)
 
+    def accumulating(self, pass_index: int) -> tuple[str, ...]:
+        if self.strategy == "mean":
+            return ("_moments", "_ranges")
+        return ("_ranges",) if pass_index == 0 else ("_histograms",)
+
     def fit_start(self, pass_index: int) -> None:
         if pass_index == 0:
             self._moments = {name: RunningMoments() for name in self.fields}
@@ -272,7 +277,7 @@ class FillMissing(FittedOp):
             missing = self._missing(name, block)
             self._filled = self._filled + missing.sum()
             fields[name] = xp.where(missing, xp.asarray(fill), x)
-        return Block(fields, block.index, block.split)
+        return block.with_fields(fields)
 
     def _missing(self, name: str, block: Block) -> Any:
         """Boolean, shaped like the field: True where a value is missing."""

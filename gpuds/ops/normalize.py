@@ -89,6 +89,9 @@ class Normalize(FittedOp):
         self.plan_fields(specs, numeric="biuf")
         return float_outputs(specs, self.fields, self.dtype)
 
+    def accumulating(self, pass_index: int) -> tuple[str, ...]:
+        return ("_ranges",)
+
     def fit_start(self, pass_index: int) -> None:
         self._ranges = {name: RunningMinMax() for name in self.fields}
 
@@ -115,7 +118,7 @@ class Normalize(FittedOp):
             scale = np.where(span > 0, (high - low) / np.where(span > 0, span, 1.0), 0.0)
             shifted = x.astype(xp.float64) - xp.asarray(lo)
             fields[name] = (low + shifted * xp.asarray(scale)).astype(self.dtype)
-        return Block(fields, block.index, block.split)
+        return block.with_fields(fields)
 
     def check_stats(
         self, values: dict[str, np.ndarray], where: str, entry: Mapping[str, Any]

@@ -109,7 +109,7 @@ class Resize(Op):
         fields = dict(block.fields)
         for name, dtype in self._out.items():
             fields[name] = self._resize(fields[name], dtype)
-        return Block(fields, block.index, block.split)
+        return block.with_fields(fields)
 
     def _resize(self, x: Any, dtype: np.dtype[Any]) -> Any:
         xp = array_module(x)
@@ -182,7 +182,7 @@ class CenterCrop(Op):
         h, w = self.size
         for name, (top, left) in self._offsets.items():
             fields[name] = fields[name][:, top : top + h, left : left + w]
-        return Block(fields, block.index, block.split)
+        return block.with_fields(fields)
 
 
 def _parse_size(config: Mapping[str, Any], where: str) -> tuple[int, int]:

@@ -28,14 +28,16 @@ class Sample(CountingOp):
     split by largest remainder, so class proportions hold to within one sample), ``seed``
     (optional; default: the config's seed).
 
-    A counting pass learns ``N`` (and the class sizes); the apply pass then draws, block by
-    block, how many of the block's samples to keep (hypergeometric over what remains) and which
-    ones, so exactly ``count`` samples are kept with every subset equally likely, in O(1) memory.
+    A counting pass learns ``N`` (and the class sizes, block by block) and plans, block by block,
+    how many of the block's samples to keep (hypergeometric over what remains); the apply pass
+    picks which ones, seeded by the block's number. Exactly ``count`` samples are kept with every
+    subset equally likely.
     Asking for more samples than reach the op is an error.
     """
 
     name = "sample"
     keys = ("count", "fraction", "stratify", "seed")
+    drops = True
 
     def __init__(self, config: Mapping[str, Any]) -> None:
         super().__init__(config)
@@ -56,11 +58,8 @@ class Sample(CountingOp):
                     f"{where}: expected 'fraction' between 0 and 1, got {self.fraction}"
                 )
         self._keep: dict[int, int] = {}
-        self._left_keep: dict[int, int] = {}
-        self._left_total: dict[int, int] = {}
         self._kept = 0
         self._seen = 0
-        self._rng = np.random.default_rng(0)
 
     def fit_end(self, pass_index: int) -> None:
         check_draw_limit(self._counter.total, "sample")
@@ -72,33 +71,43 @@ class Sample(CountingOp):
         sizes = [self._counter.counts[c] for c in classes]
         shares = largest_remainder(want, [s / total for s in sizes]) if total else []
         self._keep = dict(zip(classes, shares, strict=True))
+        # How many of each block's samples of each class to keep, drawn in block order.
+        rng = np.random.default_rng([self.seed, 0x5A3B])
+        left_keep = dict(self._keep)
+        left_total = dict(self._counter.counts)
+        self._plan = {}
+        for key, counts in enumerate(self._blocks):
+            plan = {}
+            for c in sorted(counts):
+                n, total_c, want_c = counts[c], left_total[c], left_keep[c]
+                take = int(rng.hypergeometric(n, total_c - n, want_c)) if want_c else 0
+                left_keep[c] = want_c - take
+                left_total[c] = total_c - n
+                plan[c] = (n, take)
+            self._plan[key] = plan
 
     def reset(self) -> None:
-        self._rng = np.random.default_rng([self.seed, 0x5A3B])
-        self._left_keep = dict(self._keep)
-        self._left_total = dict(self._counter.counts)
+        self._next = 0
         self._kept = self._seen = 0
 
     def apply(self, block: Block) -> Block:
         n = len(block)
+        key = self.block_key(block)
+        plan = self._plan.get(key, {})
         classes = class_values(block.fields[self.stratify] if self.stratify else None, n)
         keep = np.zeros(n, dtype=bool)
+        rng = np.random.default_rng([self.seed, 0x5A3B, 1, key])
         for c in np.unique(classes).tolist():
             where = np.flatnonzero(classes == c)
-            total = self._left_total.get(int(c), 0)
-            if total < len(where):
+            planned = plan.get(int(c))
+            if planned is None or planned[0] != len(where):
                 raise ConfigError(
                     f"op 'sample': the data changed between the counting pass and this one "
-                    f"(class {c}); rerun preprocess"
+                    f"(class {c}, block {key}); rerun preprocess"
                 )
-            want = self._left_keep.get(int(c), 0)
-            take = (
-                int(self._rng.hypergeometric(len(where), total - len(where), want)) if want else 0
-            )
+            take = planned[1]
             if take:
-                keep[where[self._rng.choice(len(where), size=take, replace=False)]] = True
-            self._left_keep[int(c)] = want - take
-            self._left_total[int(c)] = total - len(where)
+                keep[where[rng.choice(len(where), size=take, replace=False)]] = True
         self._kept += int(keep.sum())
         self._seen += n
         xp = array_module(block.index)

@@ -5,10 +5,11 @@ The engine treats ``shuffle`` as a barrier: the samples reaching it are written 
 that shuffled copy as often as they need to; it is deleted before the output is committed.
 
 Algorithm (a two-pass bucket shuffle, after Rao 1961 and Sandelius 1962): pass 1 sends each
-sample to one of ``B`` buckets chosen uniformly and independently at random, appending it to that
-bucket's files; pass 2 loads one bucket at a time, permutes it uniformly, and emits the buckets
-in order. Every permutation of the samples is equally likely: the bucket sizes and contents are
-exchangeable, and within a bucket every order is equally likely.
+sample to one of ``B`` buckets chosen uniformly and independently at random (a task per block,
+seeded by the block's number, writing the block's part of each bucket); pass 2 joins one bucket's
+parts in block order, permutes it uniformly (a task per bucket, seeded by its number), and the
+buckets are emitted in order. Every permutation of the samples is equally likely: the bucket
+sizes and contents are exchangeable, and within a bucket every order is equally likely.
 
 Memory: pass 2 holds one field of one bucket, the bucket's permutation and a gather piece of at
 most ``memory / 16``. ``B`` is the smallest number of buckets whose size, six standard deviations
@@ -20,7 +21,7 @@ process's resident memory until the whole map is dropped.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -86,47 +87,40 @@ class Shuffle(Op):
         super().__init__(config)
         self.buckets = 1
         self.piece_bytes = _PIECE_MAX
+        self._has_split = False
+        self._layout: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {}
+        self._fields: list[str] = []
+        self._folders: list[Path] = []
 
-    def materialize(
-        self, blocks: Iterator[Block], specs: dict[str, Spec], at: BarrierInput
-    ) -> ShuffledSource:
-        """Consume ``blocks`` into buckets under ``at.workdir`` and permute each bucket in place.
-
-        The buckets are the fewest that hold ``at.samples`` within ``at.memory_bytes``
-        (:func:`bucket_count`, counting every column the shuffle stores plus 8 bytes of the
-        permutation per sample). The result can be read any number of times (later ops may need
-        several passes).
-        """
-        has_split = at.has_split
+    def barrier_begin(self, specs: dict[str, Spec], at: BarrierInput) -> int:
+        """Choose the buckets for ``at.samples`` within ``at.memory_bytes`` (:func:`bucket_count`,
+        counting every column the shuffle stores plus 8 bytes of the permutation per sample) and
+        create their folders under ``at.workdir``; return the number of buckets."""
+        self._has_split = at.has_split
         layout = {name: (spec.dtype, spec.sample_shape) for name, spec in specs.items()}
         layout[_INDEX] = (np.dtype(np.int64), ())
-        if has_split:
+        if at.has_split:
             layout[_SPLIT] = (np.dtype(np.int8), ())
+        self._layout = layout
+        self._fields = list(specs)
         per_sample = sum(math.prod(shape) * dtype.itemsize for dtype, shape in layout.values())
         self.buckets = bucket_count(at.samples, per_sample + 8, at.memory_bytes)
         self.piece_bytes = int(max(1, min(_PIECE_MAX, at.memory_bytes / 16)))
-        rng = np.random.default_rng([self.seed, 0x5F1E])
         at.workdir.mkdir(parents=True)
-        folders = [at.workdir / f"bucket-{b:05d}" for b in range(self.buckets)]
-        for folder in folders:
+        self._folders = [at.workdir / f"bucket-{b:05d}" for b in range(self.buckets)]
+        for folder in self._folders:
             folder.mkdir()
-        for block in blocks:
-            check_cancelled()
-            self._scatter(block, rng, folders, has_split)
-            del block  # before the next block is read: two would be resident otherwise
-        sizes = []
-        for folder in folders:
-            check_cancelled()
-            sizes.append(self._permute(folder, rng, layout))
-        return ShuffledSource(folders, sizes, layout, list(specs), has_split)
+        return self.buckets
 
-    def _scatter(
-        self, block: Block, rng: np.random.Generator, folders: list[Path], has_split: bool
-    ) -> None:
-        """Pass 1 for one block: append each sample to a bucket drawn uniformly at random."""
+    def barrier_scatter(self, block: Block) -> np.ndarray:
+        """Pass 1 for one block: send each sample to a bucket drawn uniformly at random (seeded
+        by the block's number), into files of the block's own; return the samples per bucket."""
+        check_cancelled()
+        assert block.key is not None, "the engine numbers the blocks"
+        rng = np.random.default_rng([self.seed, 0x5F1E, block.key])
         columns = {name: to_host(values) for name, values in block.fields.items()}
         columns[_INDEX] = to_host(block.index)
-        if has_split:
+        if self._has_split:
             columns[_SPLIT] = to_host(block.split)
         target = rng.integers(0, self.buckets, size=len(block))
         order = np.argsort(target, kind="stable")
@@ -134,26 +128,41 @@ class Shuffle(Op):
         for b in np.flatnonzero(np.diff(bounds)).tolist():
             rows = order[bounds[b] : bounds[b + 1]]
             for name, values in columns.items():
-                with open(folders[b] / f"{name}.bin", "ab") as fh:
+                with open(self._part(b, block.key, name), "wb") as fh:
                     _write_rows(fh, values, rows, self.piece_bytes)
+        return np.diff(bounds)
 
-    def _permute(
-        self,
-        folder: Path,
-        rng: np.random.Generator,
-        layout: dict[str, tuple[np.dtype[Any], tuple[int, ...]]],
-    ) -> int:
-        """Pass 2 for one bucket: rewrite each of its files in one uniform random order."""
-        n = _count(folder / f"{_INDEX}.bin", np.dtype(np.int64), ())
-        perm = rng.permutation(n)
-        for name, (dtype, shape) in layout.items():
+    def barrier_gather(self, unit: int, scattered: Sequence[Any]) -> int:
+        """Pass 2 for bucket ``unit``: join its parts in block order and write each column in
+        one uniform random order (seeded by the bucket's number); return its size."""
+        folder = self._folders[unit]
+        keys = [k for k, sizes in enumerate(scattered) if sizes[unit]]
+        n = int(sum(scattered[k][unit] for k in keys))
+        perm = np.random.default_rng([self.seed, 0x5F1E, 1, unit]).permutation(n)
+        for name, (dtype, shape) in self._layout.items():
             # One column at a time: the bucket's largest column, not all of them, is in memory.
-            path = folder / f"{name}.bin"
-            values = _read(path, dtype, shape, 0, n)
-            with open(path, "wb") as fh:
+            check_cancelled()
+            parts = [
+                _read(self._part(unit, k, name), dtype, shape, 0, int(scattered[k][unit]))
+                for k in keys
+            ]
+            values = np.concatenate(parts) if parts else np.empty((0, *shape), dtype=dtype)
+            del parts
+            with open(folder / f"{name}.bin", "wb") as fh:
                 _write_rows(fh, values, perm, self.piece_bytes)
             del values
+            for k in keys:
+                self._part(unit, k, name).unlink()
         return n
+
+    def barrier_end(self, scattered: Sequence[Any], gathered: Sequence[Any]) -> ShuffledSource:
+        """The shuffled samples, readable any number of times (later ops may need several
+        passes)."""
+        sizes = [int(n) for n in gathered]
+        return ShuffledSource(self._folders, sizes, self._layout, self._fields, self._has_split)
+
+    def _part(self, bucket: int, key: int, name: str) -> Path:
+        return self._folders[bucket] / f"part-{key:09d}-{name}.bin"
 
     def stats(self) -> dict[str, Any]:
         return {"buckets": self.buckets}
@@ -179,15 +188,28 @@ class ShuffledSource:
     def __len__(self) -> int:
         return sum(self.sizes)
 
+    def units(self, block_samples: int) -> list[tuple[int, int, int]]:
+        """The blocks of :meth:`blocks`, as ``(bucket, start, stop)``, in order."""
+        return [
+            (b, start, min(start + block_samples, n))
+            for b, n in enumerate(self.sizes)
+            for start in range(0, n, block_samples)
+        ]
+
+    def read(self, unit: tuple[int, int, int], key: int | None = None) -> Block:
+        """The samples of one unit of :meth:`units`, as block number ``key``."""
+        b, start, stop = unit
+        folder = self.folders[b]
+        return Block(
+            {name: self._rows(folder, name, start, stop) for name in self.fields},
+            self._rows(folder, _INDEX, start, stop),
+            self._rows(folder, _SPLIT, start, stop) if self.has_split else None,
+            key,
+        )
+
     def blocks(self, block_samples: int) -> Iterator[Block]:
-        for folder, n in zip(self.folders, self.sizes, strict=True):
-            for start in range(0, n, block_samples):
-                stop = min(start + block_samples, n)
-                yield Block(
-                    {name: self._rows(folder, name, start, stop) for name in self.fields},
-                    self._rows(folder, _INDEX, start, stop),
-                    self._rows(folder, _SPLIT, start, stop) if self.has_split else None,
-                )
+        for key, unit in enumerate(self.units(block_samples)):
+            yield self.read(unit, key)
 
     def _rows(self, folder: Path, name: str, start: int, stop: int) -> np.ndarray:
         return _read(folder / f"{name}.bin", *self.layout[name], start, stop)

@@ -76,8 +76,6 @@ class Split(CountingOp):
         self.fractions = parse_fractions(config["fractions"], self.where)
         self.split_names = list(self.fractions)
         self._targets: dict[int, np.ndarray] = {}
-        self._remaining: dict[int, np.ndarray] = {}
-        self._rng = np.random.default_rng(0)
 
     def fit_end(self, pass_index: int) -> None:
         check_draw_limit(self._counter.total, "split")
@@ -86,29 +84,40 @@ class Split(CountingOp):
             c: np.asarray(largest_remainder(n, weights), dtype=np.int64)
             for c, n in sorted(self._counter.counts.items())
         }
+        # How many of each block's samples of each class go to each split, drawn in block order.
+        rng = np.random.default_rng([self.seed, 0x5917])
+        remaining = {c: t.copy() for c, t in self._targets.items()}
+        self._plan = {}
+        for key, counts in enumerate(self._blocks):
+            plan = {}
+            for c in sorted(counts):
+                drawn = rng.multivariate_hypergeometric(remaining[c], counts[c])
+                remaining[c] -= drawn
+                plan[c] = drawn
+            self._plan[key] = plan
 
     def reset(self) -> None:
-        self._rng = np.random.default_rng([self.seed, 0x5917])
-        self._remaining = {c: t.copy() for c, t in self._targets.items()}
+        self._next = 0
 
     def apply(self, block: Block) -> Block:
         n = len(block)
+        key = self.block_key(block)
+        plan = self._plan.get(key, {})
         classes = class_values(block.fields[self.stratify] if self.stratify else None, n)
         assign = np.empty(n, dtype=np.int8)
+        rng = np.random.default_rng([self.seed, 0x5917, 1, key])
         for c in np.unique(classes).tolist():
             where = np.flatnonzero(classes == c)
-            remaining = self._remaining.get(int(c))
-            if remaining is None or remaining.sum() < len(where):
+            counts = plan.get(int(c))
+            if counts is None or int(counts.sum()) != len(where):
                 raise ConfigError(
                     "op 'split': the data changed between the counting pass and this one "
-                    f"(class {c}); rerun preprocess"
+                    f"(class {c}, block {key}); rerun preprocess"
                 )
-            counts = self._rng.multivariate_hypergeometric(remaining, len(where))
-            remaining -= counts
             labels = np.repeat(np.arange(len(self.split_names), dtype=np.int8), counts)
-            assign[where] = self._rng.permutation(labels)
+            assign[where] = rng.permutation(labels)
         xp = array_module(block.index)
-        return Block(block.fields, block.index, xp.asarray(assign))
+        return Block(block.fields, block.index, xp.asarray(assign), block.key)
 
     def sizes(self) -> dict[str, int]:
         total = sum(self._targets.values(), np.zeros(len(self.split_names), dtype=np.int64))

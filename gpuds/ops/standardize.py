@@ -101,6 +101,9 @@ class Standardize(FittedOp):
         self.plan_fields(specs, numeric="biuf")
         return float_outputs(specs, self.fields, self.dtype)
 
+    def accumulating(self, pass_index: int) -> tuple[str, ...]:
+        return ("_moments", "_ranges")
+
     def fit_start(self, pass_index: int) -> None:
         self._moments = {name: RunningMoments() for name in self.fields}
         self._ranges = {name: RunningMinMax() for name in self.fields}
@@ -138,7 +141,7 @@ class Standardize(FittedOp):
             scale = np.where(std > self.eps * np.abs(mean), std, 1.0)
             centred = x.astype(xp.float64) - xp.asarray(mean)
             fields[name] = (centred / xp.asarray(scale)).astype(self.dtype)
-        return Block(fields, block.index, block.split)
+        return block.with_fields(fields)
 
     def check_stats(
         self, values: dict[str, np.ndarray], where: str, entry: Mapping[str, Any]

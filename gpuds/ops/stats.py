@@ -237,6 +237,20 @@ class RunningMinMax:
         self.finite = self.finite + counts[0]
         self.infinite = self.infinite + counts[1]
 
+    def merge(self, other: RunningMinMax) -> None:
+        """Add what ``other`` saw (exact: minima, maxima and counts)."""
+        if other.min is None or other.max is None or other.finite is None:
+            return
+        assert other.infinite is not None
+        if self.min is None or self.max is None or self.finite is None or self.infinite is None:
+            self.min, self.max = other.min, other.max
+            self.finite, self.infinite = other.finite, other.infinite
+            return
+        self.min = np.minimum(self.min, other.min)
+        self.max = np.maximum(self.max, other.max)
+        self.finite = self.finite + other.finite
+        self.infinite = self.infinite + other.infinite
+
     def result(self, field: str, where: str) -> tuple[np.ndarray, np.ndarray]:
         """``(min, max)``; a channel without a finite value is a :class:`SourceError`."""
         if self.min is None or self.max is None or self.finite is None:
@@ -306,6 +320,23 @@ class Histogram:
             self.counts = counts
         else:
             self.counts += counts  # in place: a sum would be a third array of every counter
+
+    def partial(self) -> Histogram:
+        """This histogram with its counts on the host (to send to another process)."""
+        copy = Histogram.__new__(Histogram)
+        copy.__dict__.update(self.__dict__)
+        copy.counts = None if self.counts is None else to_host(self.counts)
+        return copy
+
+    def merge(self, other: Histogram) -> None:
+        """Add the counts of ``other`` (same bins; exact: whole numbers)."""
+        if other.counts is None:
+            return
+        if self.counts is None:
+            xp = np if isinstance(other.counts, np.ndarray) else array_module(other.counts)
+            self.counts = xp.array(other.counts, copy=True)
+        else:
+            self.counts += array_module(self.counts).asarray(other.counts)
 
     def _host_counts(self) -> np.ndarray:
         channels = self.lo.shape[0]
@@ -385,6 +416,16 @@ class RunningMoments:
         centred = xp.where(valid, x - mean.reshape(shape), 0)
         m2 = (centred * centred).sum(axis=axes)
         n_h, mean_h, m2_h = (np.asarray(to_host(v), dtype=np.float64) for v in (n, mean, m2))
+        self._add(n_h, mean_h, m2_h)
+
+    def merge(self, other: RunningMoments) -> None:
+        """Add what ``other`` saw. Merging, in order, moments that each saw one block gives
+        exactly the moments of those blocks updated in order here."""
+        if other.count is None or other.mean is None or other.m2 is None:
+            return
+        self._add(other.count, other.mean, other.m2)
+
+    def _add(self, n_h: np.ndarray, mean_h: np.ndarray, m2_h: np.ndarray) -> None:
         if self.count is None or self.mean is None or self.m2 is None:
             self.count, self.mean, self.m2 = n_h, mean_h, m2_h
             return
@@ -430,6 +471,27 @@ class FittedOp(Op):
     @abstractmethod
     def statistics(self) -> tuple[str, ...]:
         """The statistics recorded per field, in order (none: this config fits nothing)."""
+
+    def accumulating(self, pass_index: int) -> tuple[str, ...]:
+        """The attributes (dicts of field -> :class:`RunningMoments`, :class:`RunningMinMax` or
+        :class:`Histogram`) that :meth:`fit_block` updates in pass ``pass_index``: what
+        :meth:`fit_partial` sends and :meth:`fit_merge` adds."""
+        return ()
+
+    def fit_partial(self, pass_index: int) -> Any:
+        found = {}
+        for attr in self.accumulating(pass_index):
+            found[attr] = {
+                name: acc.partial() if isinstance(acc, Histogram) else acc
+                for name, acc in getattr(self, attr).items()
+            }
+        return found
+
+    def fit_merge(self, partial: Any, pass_index: int) -> None:
+        for attr, accumulators in partial.items():
+            mine = getattr(self, attr)
+            for name, acc in accumulators.items():
+                mine[name].merge(acc)
 
     def recorded_settings(self) -> dict[str, Any]:
         """Settings recorded beside each field's statistics (after them, before ``per``)."""
