@@ -4,8 +4,9 @@
 # (rerunning replaces it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# The plot extra (matplotlib) draws the figures of the dataset card (step 10).
-EXTRAS="plot" source scripts/_venv.sh
+# The plot extra (matplotlib) draws the figures of the dataset card (step 10); the cluster extra
+# (Dask) runs step 11.
+EXTRAS="plot,cluster" source scripts/_venv.sh
 DATA="quickstart-data"
 rm -rf "$DATA"
 mkdir -p "$DATA"
@@ -52,6 +53,26 @@ gpuds bench "$DATA/data.zarr" --quick
 
 echo "== 10. gpuds report: the dataset card, one HTML file that opens offline in any browser"
 gpuds report "$DATA/data.zarr" -o "$DATA/card.html" --quiet
+
+echo "== 11. the same preprocess and compress on a local Dask cluster of 2 worker processes"
+mkdir -p "$DATA/cluster"
+gpuds preprocess "$DATA/raw.zarr" -o "$DATA/cluster/prep.zarr" \
+    --config configs/image-classification.yaml --scheduler processes:2 --quiet
+gpuds compress "$DATA/cluster/prep.zarr" -o "$DATA/cluster/data.zarr" --scheduler processes:2 --quiet
+python - "$DATA/data.zarr" "$DATA/cluster/data.zarr" <<'PY'
+import json, sys
+from pathlib import Path
+
+a, b = (Path(p) for p in sys.argv[1:])
+objects = lambda root: {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+assert objects(a) == objects(b), "the stores hold different objects"
+# Every object but the root's metadata (which records times and paths) is byte for byte equal.
+differ = [k for k in objects(a) if k != "zarr.json" and (a / k).read_bytes() != (b / k).read_bytes()]
+assert not differ, f"objects differ: {differ}"
+info = [json.loads((p / "zarr.json").read_text())["attributes"]["gpuds"] for p in (a, b)]
+assert info[0]["fingerprint"] == info[1]["fingerprint"]
+print(f"identical: {len(objects(a))} objects, fingerprint {info[0]['fingerprint']}")
+PY
 
 echo "== done: train on it with examples/train_torch.py (pip install torch), or open the stores"
 echo "   with zarr.open_group('$DATA/data.zarr') / gpuds.open('$DATA/data.zarr')"

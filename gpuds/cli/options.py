@@ -4,6 +4,8 @@ A choice (``options.Codec``, ``options.Device``, ...) is a :class:`~enum.StrEnum
 registry the first time a command's options are built, not when this module is imported: the
 registries import NumPy, zarr or Pillow, and ``gpuds --help`` lists the commands without them.
 Commands name a choice as ``options.Codec`` in their annotations, with its default as a string.
+``options.Scheduler`` is built the same way, on first use: its help text lives with the executors
+(:data:`gpuds.execution.SCHEDULER_HELP`), which ``gpuds --help`` has no need to import.
 """
 
 from __future__ import annotations
@@ -81,9 +83,32 @@ CHOICES: dict[str, Callable[[], Iterable[str]]] = {
 """Each choice and where its values come from."""
 
 
-def __getattr__(name: str) -> Any:
-    if name not in CHOICES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def _scheduler() -> Any:
+    from gpuds.execution import SCHEDULER_HELP
+
+    # A string, checked by the library (gpuds.execution.parse_scheduler): its forms are open
+    # (an address, a file), and None lets DASK_SCHEDULER_ADDRESS apply.
+    return Annotated[
+        str | None,
+        typer.Option("--scheduler", help=SCHEDULER_HELP, show_default=False),
+    ]
+
+
+_LAZY: dict[str, Callable[[], Any]] = {"Scheduler": _scheduler}
+"""Options built on first use, like the choices, for what their help text needs to import."""
+
+
+def _choice(name: str) -> Any:
     choice = StrEnum(name, [(value, value) for value in CHOICES[name]()])  # type: ignore[misc]
-    globals()[name] = choice
     return choice
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = _LAZY[name]()
+    elif name in CHOICES:
+        value = _choice(name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -52,7 +52,7 @@ def ingest(summary: dict[str, Any]) -> None:
     names = ", ".join(f"{n} {tuple(f['shape'])} {f['dtype']}" for n, f in summary["fields"].items())
     stdout.print(
         f"[green]wrote[/green] {escape(summary['output'])}: {summary['samples']} samples "
-        f"({escape(names)}) in {summary['seconds']:.1f} s"
+        f"({escape(names)}) in {summary['seconds']:.1f} s{_ran_on(summary)}"
     )
     if summary["skipped"]:
         stdout.print(f"[yellow]{len(summary['skipped'])} bad file(s) skipped[/yellow]")
@@ -103,6 +103,7 @@ def preprocess(summary: dict[str, Any]) -> None:
         f"{summary['samples_in']} samples{' (' + splits + ')' if splits else ''} on "
         f"{summary['device']} in {summary['seconds']:.1f} s"
         + (f"; {', '.join(dropped)}" if dropped else "")
+        + _ran_on(summary)
     )
 
 
@@ -125,6 +126,7 @@ def compress(summary: dict[str, Any]) -> None:
         f"for {_human(summary['logical_bytes'])} ({summary['ratio'] or 0:.2f}x) on "
         f"{summary['device']} in {summary['seconds']:.1f} s"
         + (", verified with zarr-python" if summary["verified"] else "")
+        + _ran_on(summary)
     )
 
 
@@ -295,6 +297,12 @@ def env(info: dict[str, Any]) -> None:
         if value is not None:
             table.add_row(key, escape(str(value)))
     stdout.print(table)
+
+
+def _ran_on(summary: dict[str, Any]) -> str:
+    """Where a stage's tasks ran (``--scheduler``), unless in this process."""
+    where = summary.get("scheduler")
+    return f"; ran on {escape(str(where))}" if where and where != "threads" else ""
 
 
 def _kind(field: dict[str, Any]) -> str:

@@ -74,6 +74,7 @@ def compress(
     ] = True,
     overwrite: options.Overwrite = False,
     storage_option: options.StorageOptions = None,
+    scheduler: options.Scheduler = None,
     quiet: options.Quiet = False,
     as_json: options.JsonSummary = False,
 ) -> None:
@@ -92,6 +93,8 @@ def compress(
         gpuds compress prep.zarr -o data.zarr --codec auto --json
 
         gpuds compress prep.zarr -o portable.zarr --no-shuffle   # any Zarr v3 reader
+
+        gpuds compress prep.zarr -o data.zarr --scheduler processes:4   # 4 worker processes
     """
     from gpuds import api
     from gpuds.config import parse_names
@@ -113,6 +116,7 @@ def compress(
             overwrite=overwrite,
             progress=progress,
             storage_options=parse_storage_options(storage_option or []),
+            scheduler=scheduler,
         )
     if as_json:
         print_json(summary)

@@ -106,6 +106,7 @@ def ingest(
     ] = 1.0,
     overwrite: options.Overwrite = False,
     storage_option: options.StorageOptions = None,
+    scheduler: options.Scheduler = None,
     quiet: options.Quiet = False,
     as_json: options.JsonSummary = False,
 ) -> None:
@@ -126,6 +127,8 @@ def ingest(
         gpuds ingest run.h5 -o raw.zarr --fields data.x,data.y --json
 
         gpuds ingest s3://bucket/photos/ -o s3://bucket/raw.zarr
+
+        gpuds ingest photos/ -o raw.zarr --scheduler tcp://node1:8786   # a Dask cluster
     """
     from gpuds import api
     from gpuds.storage import parse_storage_options
@@ -153,6 +156,7 @@ def ingest(
             overwrite=overwrite,
             progress=progress,
             storage_options=parse_storage_options(storage_option or []),
+            scheduler=scheduler,
         )
     if as_json:
         print_json(summary)

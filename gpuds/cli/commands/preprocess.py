@@ -71,6 +71,7 @@ def preprocess(
     ] = None,
     overwrite: options.Overwrite = False,
     storage_option: options.StorageOptions = None,
+    scheduler: options.Scheduler = None,
     quiet: options.Quiet = False,
     as_json: options.JsonSummary = False,
 ) -> None:
@@ -91,6 +92,8 @@ def preprocess(
             --stratify labels --cast images=float32 --standardize images
 
         gpuds preprocess raw.zarr -o prep.zarr --split 0.9,0.1 --print-config > my.yaml
+
+        gpuds preprocess raw.zarr -o prep.zarr -c my.yaml --scheduler $SCHEDULER_FILE
     """
     from gpuds import api
     from gpuds.storage import parse_storage_options
@@ -117,6 +120,7 @@ def preprocess(
             overwrite=overwrite,
             progress=progress,
             storage_options=parse_storage_options(storage_option or []),
+            scheduler=scheduler,
         )
     if as_json:
         print_json(summary)
