@@ -311,7 +311,8 @@ def join_task(
     digest = DigestParts()
     for chunk in chunks:
         check_cancelled()
-        data = b"".join(scratch.take(key) for key in chunk.keys)
+        # Read, not deleted: a task run again (its worker died) finds them again.
+        data = b"".join(scratch.get(key) for key in chunk.keys)
         values = np.frombuffer(data, dtype=array.dtype).reshape((-1, *array.shape[1:]))
         if len(values) != chunk.stop - chunk.start:  # a bug of the engine, not of the data
             raise RuntimeError(f"{handle.path}: pieces of chunk {chunk.start} do not fill it")

@@ -491,6 +491,7 @@ class _Passes:
                 in_flight=1,
                 consume=joined,
             )
+        scratch.clear()
         for join in joins.values():
             join.finish(writer)
         return {name: int(lengths[index]) for index, name in enumerate(names)}

@@ -389,8 +389,9 @@ class Scratch:
     """Temporary objects of a store being written, which any task can write and read: files
     under the partial store's ``__gpuds_work`` folder, or objects under the output URL's
     ``__gpuds_work/`` prefix (Zarr reserves names starting with ``__``, so they never clash with
-    a field). Made by :meth:`StoreWriter.scratch`; picklable. A local store's are removed with
-    its work folder at the commit; whoever reads an object deletes it (:meth:`take`)."""
+    a field). Made by :meth:`StoreWriter.scratch`; picklable. The stage deletes them
+    (:meth:`clear`) once no task needs them; a local store's go with its work folder at the
+    commit anyway, a remote store's with everything else when the run fails."""
 
     root: Location
     prefix: str
@@ -414,23 +415,36 @@ class Scratch:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
 
-    def take(self, key: str) -> bytes:
-        """Read the object ``key`` and delete it."""
+    def get(self, key: str) -> bytes:
+        """Read the object ``key``."""
         if self.root.is_object_store:
             import obstore
 
             target = f"{self.prefix}/{key}"
-            store = self.root.object_store()
             try:
-                data = bytes(obstore.get(store, target).bytes())
-                obstore.delete(store, target)
+                return bytes(obstore.get(self.root.object_store(), target).bytes())
             except Exception as e:
                 raise storage_error(self.root, e, f"cannot read {target}") from e
-            return data
-        path = self.root.path / self.prefix / key
-        data = path.read_bytes()
-        path.unlink()
-        return data
+        return (self.root.path / self.prefix / key).read_bytes()
+
+    def clear(self) -> None:
+        """Delete every object (once no task needs them: a task run again reads them again)."""
+        if self.root.is_object_store:
+            import obstore
+
+            store = self.root.object_store()
+            keys = [
+                meta["path"]
+                for batch in obstore.list(store, prefix=f"{self.prefix}/")
+                for meta in batch
+            ]
+            try:
+                for i in range(0, len(keys), 1000):
+                    obstore.delete(store, keys[i : i + 1000])
+            except Exception as e:
+                raise storage_error(self.root, e, f"cannot delete {self.prefix}/") from e
+            return
+        shutil.rmtree(self.root.path / self.prefix, ignore_errors=True)
 
 
 class FieldWriter:

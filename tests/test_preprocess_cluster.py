@@ -238,3 +238,28 @@ def test_a_bucket_output_on_a_cluster_is_the_local_one_and_leaves_no_scratch(
         root["attributes"]["gpuds"]["fingerprint"]
         == local_root["attributes"]["gpuds"]["fingerprint"]
     )
+
+
+def test_the_shuffles_permute_task_can_run_again(tmp_path: Path):
+    """A cluster reruns the task of a worker that died, perhaps after it did part of its work:
+    the shuffle's permute gives the same files when run again, after a partial run or a whole
+    one. (The join of shared chunks only reads its pieces: they are deleted after the pass.)"""
+    from gpuds.ops import Block, Spec, make_op
+    from gpuds.ops.base import BarrierInput
+
+    values = np.arange(600, dtype=np.float32).reshape(200, 3)
+    op = make_op({"op": "shuffle"}, "ops[0]", seed=1)
+    at = BarrierInput(tmp_path / "work", 200, 2000.0, False)
+    units = op.barrier_begin({"x": Spec(np.dtype("float32"), (3,))}, at)
+    assert units >= 2
+    scattered = [
+        op.barrier_scatter(Block({"x": values[a : a + 50]}, np.arange(a, a + 50), None, key))
+        for key, a in enumerate(range(0, 200, 50))
+    ]
+    (tmp_path / "work" / "bucket-00000" / "x.bin.new").write_bytes(b"left by a dead worker")
+    first = [op.barrier_gather(u, scattered) for u in range(units)]
+    files = {p: p.read_bytes() for p in (tmp_path / "work").rglob("*.bin")}
+    assert [op.barrier_gather(u, scattered) for u in range(units)] == first  # after completion
+    assert {p: p.read_bytes() for p in (tmp_path / "work").rglob("*.bin")} == files
+    shuffled = np.concatenate([b.fields["x"] for b in op.barrier_end(scattered, first).blocks(64)])
+    assert sorted(shuffled[:, 0].tolist()) == values[:, 0].tolist()

@@ -134,10 +134,18 @@ class Shuffle(Op):
 
     def barrier_gather(self, unit: int, scattered: Sequence[Any]) -> int:
         """Pass 2 for bucket ``unit``: join its parts in block order and write each column in
-        one uniform random order (seeded by the bucket's number); return its size."""
+        one uniform random order (seeded by the bucket's number); return its size.
+
+        Run again (a cluster reruns the task of a worker that died), it gives the same files:
+        the parts are deleted only once every column is in place, and a bucket found complete
+        is left as it is."""
         folder = self._folders[unit]
         keys = [k for k, sizes in enumerate(scattered) if sizes[unit]]
         n = int(sum(scattered[k][unit] for k in keys))
+        # Every column renamed into place (renames come before any part is deleted): done.
+        if all(_count(folder / f"{name}.bin", *spec) == n for name, spec in self._layout.items()):
+            self._drop_parts(unit, keys)
+            return n
         perm = np.random.default_rng([self.seed, 0x5F1E, 1, unit]).permutation(n)
         for name, (dtype, shape) in self._layout.items():
             # One column at a time: the bucket's largest column, not all of them, is in memory.
@@ -148,12 +156,18 @@ class Shuffle(Op):
             ]
             values = np.concatenate(parts) if parts else np.empty((0, *shape), dtype=dtype)
             del parts
-            with open(folder / f"{name}.bin", "wb") as fh:
+            with open(folder / f"{name}.bin.new", "wb") as fh:
                 _write_rows(fh, values, perm, self.piece_bytes)
             del values
-            for k in keys:
-                self._part(unit, k, name).unlink()
+        for name in self._layout:
+            (folder / f"{name}.bin.new").replace(folder / f"{name}.bin")
+        self._drop_parts(unit, keys)
         return n
+
+    def _drop_parts(self, unit: int, keys: list[int]) -> None:
+        for k in keys:
+            for name in self._layout:
+                self._part(unit, k, name).unlink(missing_ok=True)
 
     def barrier_end(self, scattered: Sequence[Any], gathered: Sequence[Any]) -> ShuffledSource:
         """The shuffled samples, readable any number of times (later ops may need several

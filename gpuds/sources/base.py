@@ -294,9 +294,8 @@ class Source(ABC):
         """Samples ``[start, stop)`` of every field, for a source whose :meth:`stream_only` is
         None. It leaves the source as it was: what reading taught comes back in
         :attr:`Samples.facts`."""
-        raise NotImplementedError(
-            f"{type(self).__name__} is read in one stream: {self.stream_only()}"
-        )
+        # Ingest reads ranges only of sources that say they can: anything else is a bug.
+        raise TypeError(f"{type(self).__name__} is read in one stream: {self.stream_only()}")
 
     def learn(self, facts: Any) -> None:  # noqa: B027 - most readers learn nothing from reading
         """Take in the :attr:`Samples.facts` of one range. Given those of every range, in sample
