@@ -42,7 +42,7 @@ from gpuds.codecs.shard import shard_parts
 from gpuds.config import read_mapping
 from gpuds.digest import DigestParts, FieldDigest, piece_samples, range_digest
 from gpuds.errors import ConfigError, CorruptChunkError, StoreError
-from gpuds.execution import SchedulerSpec, open_executor, parse_scheduler
+from gpuds.execution import SchedulerSpec, open_executor, parse_scheduler, unseen_here
 from gpuds.progress import NullProgress, Progress
 from gpuds.storage import Location, location
 from gpuds.store import (
@@ -537,6 +537,8 @@ def _input_group(source: Location, identity: tuple[str, str], run: str) -> zarr.
     """The input store, opened and checked once per process and run (``run``: a token of the
     compress call): a cluster's worker runs many tasks, and the next run opens it anew.
     ``identity`` must match what the client saw."""
+    if source.is_local and not source.path.exists():
+        raise StoreError(unseen_here(source.path))
     group = open_store(source)
     if _identity(group) != identity:
         raise StoreError(

@@ -45,6 +45,7 @@ __all__ = [
     "open_executor",
     "parse_scheduler",
     "task_threads",
+    "unseen_here",
 ]
 
 R = TypeVar("R")
@@ -385,6 +386,16 @@ def task_threads() -> int:
         else:
             return max(1, int(getattr(worker.state, "nthreads", 1)))
     return os.cpu_count() or 1
+
+
+def unseen_here(path: Path | str) -> str:
+    """The message for a local input that the process running a task cannot find: on a
+    cluster, the workers must see inputs at the same path as the client."""
+    return (
+        f"{path}: no such file or folder on {socket.gethostname()}, where a task reading it ran; "
+        "on a cluster every worker must see the inputs at the same path (a shared filesystem), "
+        "or read them from an object-store URL"
+    )
 
 
 def _executing(prefix: str, dask_worker: Any = None) -> bool:

@@ -2,8 +2,10 @@
 
 Sources are opened (and their headers validated) before anything is written. A source that reads
 any range of samples on its own (NumPy files, image folders, HDF5 files, Zarr stores) is then cut
-into blocks whose bounds fall on every field's chunk bounds, one task per block: it reads the
-block, writes its chunks and hashes it, wherever the executor runs tasks (docs/cluster.md). The
+into blocks of a power of two samples, at least a chunk of its heaviest field, one task per
+block: it reads the block, writes its fields' whole chunks and hashes them, wherever the executor
+runs tasks (docs/cluster.md); a field whose chunk spans several blocks (labels beside images)
+comes back to the client, which appends it. The
 other sources (tables, compressed ``.npz`` members, ``--skip-bad``) are read front to back on the
 client, block by block in lockstep, and appended to the store. Either way memory stays bounded by
 one block per source plus one chunk per field whatever the input size, and the store holds the
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
@@ -26,7 +27,7 @@ import numpy as np
 
 from gpuds.digest import DigestParts, FieldDigest, range_digest
 from gpuds.errors import SourceError, StoreError
-from gpuds.execution import Executor, SchedulerSpec, open_executor
+from gpuds.execution import Executor, SchedulerSpec, open_executor, unseen_here
 from gpuds.progress import NullProgress, Progress, check_cancelled
 from gpuds.sources import ReadOptions, Source, open_source
 from gpuds.storage import Location, is_url, location
@@ -377,11 +378,7 @@ def _write_block(
     facts = []
     for part in parts:
         if isinstance(part.path, Path) and not part.path.exists():
-            raise SourceError(
-                f"{part.path}: no such file or folder on {socket.gethostname()}, where a task "
-                "reading it ran; on a cluster every worker must see the sources at the same "
-                "path (a shared filesystem), or read them from an object-store URL"
-            )
+            raise SourceError(unseen_here(part.path))
         with part:
             samples = part.read(start, stop)
         for name, data in samples.values.items():

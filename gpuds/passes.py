@@ -23,6 +23,7 @@ import functools
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,9 +33,11 @@ from gpuds.backend import array_module, resolve, to_device, to_host
 from gpuds.chunks import FieldChunks, field_label
 from gpuds.digest import DigestParts, range_digest
 from gpuds.errors import StoreError
+from gpuds.execution import unseen_here
 from gpuds.ops import Block, Op
 from gpuds.ops.base import Replay
 from gpuds.progress import check_cancelled
+from gpuds.storage import is_url
 from gpuds.store import ArrayHandle, Scratch, open_store, read_info
 
 __all__ = [
@@ -95,6 +98,8 @@ def _input_fields(
     run: str,
     fields: tuple[str, ...],
 ) -> dict[str, FieldChunks]:
+    if not is_url(url) and not Path(url).exists():
+        raise StoreError(unseen_here(url))
     group = open_store(url, storage_options=dict(options) or None)
     info = read_info(group)
     if (str(info.get("created", "")), str(info.get("fingerprint", ""))) != identity:

@@ -263,3 +263,12 @@ def test_the_shuffles_permute_task_can_run_again(tmp_path: Path):
     assert {p: p.read_bytes() for p in (tmp_path / "work").rglob("*.bin")} == files
     shuffled = np.concatenate([b.fields["x"] for b in op.barrier_end(scattered, first).blocks(64)])
     assert sorted(shuffled[:, 0].tolist()) == values[:, 0].tolist()
+
+
+def test_a_task_that_cannot_see_the_input_says_why(tmp_path: Path):
+    from gpuds.errors import StoreError
+    from gpuds.passes import StoreBlocks
+
+    gone = StoreBlocks(str(tmp_path / "gone.zarr"), (), ("", ""), "run", ("x",), 10, 4)
+    with pytest.raises(StoreError, match=r"gone.zarr: no such file or folder on .*shared filesyst"):
+        gone.read((0, 4), 0)
