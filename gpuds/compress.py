@@ -34,7 +34,7 @@ from zarr.codecs import BytesCodec
 
 from gpuds.backend import resolve
 from gpuds.chunks import FieldChunks, field_label
-from gpuds.codecs import GPU_ONLY, CodecConfig, chunk_codec, zarr_compressors
+from gpuds.codecs import GPU_ONLY, ChunkCodec, CodecConfig, chunk_codec, zarr_compressors
 from gpuds.codecs.auto import choose as choose_codec
 from gpuds.codecs.auto import choose_shuffle
 from gpuds.codecs.checksum import append_crc32c
@@ -567,6 +567,15 @@ def _raw_chunks(values: np.ndarray, chunk: int) -> list[np.ndarray]:
     return chunks
 
 
+@functools.lru_cache(maxsize=8)
+def _codec(config: CodecConfig, dtype: str, device: str, run: str) -> ChunkCodec:
+    """One encoder per codec, process and run (``run``: a token of the compress call), shared
+    by the run's tasks: it holds a thread pool (on the CPU) or device resources (nvCOMP), not
+    worth making anew for every shard."""
+    found = np.dtype(dtype)
+    return chunk_codec(config, found.itemsize, device, found)
+
+
 def _write_shards(job: _Job, first: int, keys: tuple[str, ...]) -> _Written:
     """A task: read, encode and write the shards ``first, first + 1, ...`` (stored as ``keys``)
     of a field; hash their values when the fingerprint is computed here."""
@@ -579,8 +588,7 @@ def _write_shards(job: _Job, first: int, keys: tuple[str, ...]) -> _Written:
     finally:
         source.close()
     digest = range_digest(values, start, source.length) if job.hashed else None
-    dtype = np.dtype(job.dtype)
-    codec = chunk_codec(job.codec, dtype.itemsize, job.device, dtype)
+    codec = _codec(job.codec, job.dtype, job.device, job.run)
     per_shard = job.shard // job.chunk
     stored = 0
     for i, key in enumerate(keys):

@@ -279,7 +279,9 @@ def preprocess(
                     has_split,
                 )
                 progress.start(f"{seg_ops[-1].name} (op {segment[-1] + 1})", src_len)
-                replay = run.barrier(src, seg_ops, stages[segment[-1]], at, segment)
+                # A local output's work folder lies in its partial store, which was probed.
+                probe = not writer.location.is_local
+                replay = run.barrier(src, seg_ops, stages[segment[-1]], at, segment, probe)
                 src, src_len = ReplayBlocks(replay, block), len(replay)
         progress.start("write", src_len)
         written = run.write(writer, src, segments[-1], ops, out_specs, cfg.chunk_mb, n_in)
@@ -364,15 +366,17 @@ class _Passes:
         specs: dict[str, Spec],
         at: BarrierInput,
         indices: list[int],
+        probe: bool,
     ) -> Replay:
         """The barrier op (last of ``ops``) over the whole source, its two passes as tasks."""
         barrier = ops[-1]
         units = barrier.barrier_begin(specs, at)
-        self.executor.check_shared(
-            at.workdir,
-            f"the {barrier.name} op keeps its temporary copy there: set TMPDIR to a folder on a "
-            "shared filesystem that every worker mounts at the same path",
-        )
+        if probe:
+            self.executor.check_shared(
+                at.workdir,
+                f"the {barrier.name} op keeps its temporary copy there: set TMPDIR to a folder "
+                "on a shared filesystem that every worker mounts at the same path",
+            )
         blocks = source.units()
         tasks = [
             (source, unit, key, pack_ops(ops, key), self.device) for key, unit in enumerate(blocks)
